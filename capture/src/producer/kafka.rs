@@ -1,0 +1,216 @@
+//! The real producer: rdkafka's `FutureProducer` with durable settings.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::task::JoinHandle;
+
+use super::{DeliveryFuture, EventProducer, ProduceError, ProduceRecord};
+use crate::config::KafkaConfig;
+
+/// Extra time on top of `message.timeout.ms` before a delivery is given up locally, so a stuck
+/// librdkafka callback can never hold a request forever.
+const DELIVERY_GRACE: Duration = Duration::from_secs(5);
+
+/// Produces with `acks=all` and idempotence, so an acknowledged event is on every in-sync
+/// replica and librdkafka's retries neither duplicate nor reorder it.
+pub struct KafkaProducer {
+    producer: FutureProducer,
+    ready: Arc<AtomicBool>,
+    delivery_timeout: Duration,
+    health: Option<JoinHandle<()>>,
+}
+
+impl KafkaProducer {
+    /// Creates the producer. Connecting happens in the background, so this succeeds with the
+    /// broker down; readiness then stays false. Inside a tokio runtime a task re-checks broker
+    /// reachability every `readiness_interval_ms`.
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .set("message.max.bytes", config.message_max_bytes.to_string());
+        for (key, value) in &config.extra {
+            client.set(key, value);
+        }
+        let producer: FutureProducer = client.create()?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let interval = Duration::from_millis(config.readiness_interval_ms.max(100));
+        let health = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|rt| rt.spawn(watch_broker(producer.clone(), ready.clone(), interval)));
+        Ok(Self {
+            producer,
+            ready,
+            delivery_timeout: config.message_timeout() + DELIVERY_GRACE,
+            health,
+        })
+    }
+
+    /// Waits (blocking) until queued messages are delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+
+    /// The underlying rdkafka producer, for callers that need admin-level access.
+    pub fn inner(&self) -> &FutureProducer {
+        &self.producer
+    }
+}
+
+impl Drop for KafkaProducer {
+    fn drop(&mut self) {
+        if let Some(task) = self.health.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A cheap metadata request proves the broker answers; cached so readiness probes cost nothing.
+async fn watch_broker(producer: FutureProducer, ready: Arc<AtomicBool>, interval: Duration) {
+    let timeout = interval.min(Duration::from_secs(5));
+    loop {
+        let probe = producer.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            probe.client().fetch_metadata(None, timeout).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if ready.swap(ok, Ordering::SeqCst) != ok {
+            if ok {
+                tracing::info!("kafka broker reachable");
+            } else {
+                tracing::warn!("kafka broker unreachable");
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// PostHog's mapping: a message that is too large can never succeed (413); every other Kafka
+/// failure may pass on retry (503).
+pub(crate) fn classify(err: &KafkaError) -> ProduceError {
+    match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            ProduceError::MessageTooLarge(err.to_string())
+        }
+        _ => ProduceError::Retryable(err.to_string()),
+    }
+}
+
+impl EventProducer for KafkaProducer {
+    fn send(&self, record: ProduceRecord) -> DeliveryFuture {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.0.len());
+        for (key, value) in record.headers.iter() {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut message = FutureRecord::<str, str>::to(&record.topic)
+            .payload(&record.payload)
+            .headers(headers);
+        if let Some(key) = &record.key {
+            message = message.key(key.as_str());
+        }
+        match self.producer.send_result(message) {
+            Ok(delivery) => {
+                let timeout = self.delivery_timeout;
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, delivery).await {
+                        Ok(Ok(Ok(_))) => Ok(()),
+                        Ok(Ok(Err((err, _)))) => Err(classify(&err)),
+                        Ok(Err(_canceled)) => {
+                            Err(ProduceError::Retryable("delivery was canceled".into()))
+                        }
+                        Err(_elapsed) => Err(ProduceError::Retryable(
+                            "timed out waiting for the broker".into(),
+                        )),
+                    }
+                })
+            }
+            Err((err, _)) => {
+                let err = classify(&err);
+                Box::pin(async move { Err(err) })
+            }
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hogstream_event::CapturedHeaders;
+
+    #[test]
+    fn size_errors_are_413_everything_else_retryable() {
+        let too_big = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(matches!(
+            classify(&too_big),
+            ProduceError::MessageTooLarge(_)
+        ));
+        for code in [
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            let err = KafkaError::MessageProduction(code);
+            assert!(
+                matches!(classify(&err), ProduceError::Retryable(_)),
+                "{code:?}"
+            );
+        }
+    }
+
+    fn unreachable_config() -> KafkaConfig {
+        KafkaConfig {
+            // Port 1 on loopback: nothing listens, connections are refused at once.
+            bootstrap_servers: "127.0.0.1:1".into(),
+            message_timeout_ms: 300,
+            message_max_bytes: 1000,
+            readiness_interval_ms: 100,
+            ..KafkaConfig::default()
+        }
+    }
+
+    fn record(payload: String) -> ProduceRecord {
+        let mut headers = CapturedHeaders::default();
+        headers.set("token", "phc");
+        ProduceRecord {
+            topic: "hogstream_capture_unit".into(),
+            key: Some("phc:d".into()),
+            payload,
+            headers,
+        }
+    }
+
+    #[tokio::test]
+    async fn broker_down_fails_delivery_as_retryable_and_is_not_ready() {
+        let producer = KafkaProducer::new(&unreachable_config()).unwrap();
+        let err = producer.send(record("{}".into())).await.unwrap_err();
+        assert!(matches!(err, ProduceError::Retryable(_)), "{err:?}");
+        assert!(!producer.is_ready());
+    }
+
+    #[tokio::test]
+    async fn oversized_message_is_refused_locally() {
+        let producer = KafkaProducer::new(&unreachable_config()).unwrap();
+        let err = producer.send(record("x".repeat(5000))).await.unwrap_err();
+        assert!(matches!(err, ProduceError::MessageTooLarge(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,107 @@
+//! Engine configuration: the `[engine]`, `[kafka]`, `[clickhouse]` and `[[teams]]` parts of
+//! the hogstream TOML file.
+
+use std::{path::PathBuf, time::Duration};
+
+use hogstream_event::topics;
+use hogstream_sinks::ClickHouseConfig;
+use serde::Deserialize;
+
+use crate::teams::Team;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Topics the engine reads, in priority order.
+    pub input_topics: Vec<String>,
+    pub dlq_topic: String,
+    /// Partitions given to topics the engine creates because they are missing.
+    pub default_partitions: i32,
+    /// Consumer group under which offsets are also committed to Kafka, for monitoring only:
+    /// the engine resumes from the offsets it stores itself.
+    pub group_id: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            input_topics: vec![
+                topics::MAIN.into(),
+                topics::OVERFLOW.into(),
+                topics::HISTORICAL.into(),
+            ],
+            dlq_topic: topics::DLQ.into(),
+            default_partitions: 8,
+            group_id: "hogstream-engine".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// Where this process keeps its RocksDB state and offsets.
+    pub data_dir: PathBuf,
+    /// Length of one timely epoch: the granularity of progress, never event time.
+    #[serde(with = "humantime_serde")]
+    pub epoch: Duration,
+    /// The source stops reading while this many epochs are not yet acknowledged by the sink
+    /// (backpressure when ClickHouse is slow or down).
+    pub max_inflight_epochs: u64,
+    /// Most Kafka messages one worker reads between two dataflow steps.
+    pub max_poll_records: usize,
+    /// Flushes one worker may have in flight to ClickHouse at once.
+    pub max_inflight_flushes: usize,
+    /// RocksDB block cache for the whole process.
+    pub block_cache_bytes: usize,
+    /// How long a graceful shutdown may take to drain and flush before giving up.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Entries `token` or `token:distinct_id` whose events are dropped.
+    pub drop_events: Vec<String>,
+    /// Where `hogstream engine` serves Prometheus `/metrics`; process `p` of a cluster uses this
+    /// port + `p`. `hogstream run` serves them on capture's `/metrics` instead.
+    pub metrics_address: std::net::SocketAddr,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            data_dir: PathBuf::from(".local/data/engine"),
+            epoch: Duration::from_millis(100),
+            max_inflight_epochs: 100,
+            max_poll_records: 5_000,
+            max_inflight_flushes: 4,
+            block_cache_bytes: 256 << 20,
+            shutdown_timeout: Duration::from_secs(30),
+            drop_events: Vec::new(),
+            metrics_address: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// Timely cluster placement of this process (`-n`, `-p`, hostfile).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// Number of processes; 1 runs without networking.
+    pub processes: usize,
+    /// This process's index.
+    pub process: usize,
+    /// `host:port` of every process, in index order.
+    pub addresses: Vec<String>,
+}
+
+/// Everything the engine needs to run.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSettings {
+    pub engine: EngineConfig,
+    pub kafka: KafkaConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub teams: Vec<Team>,
+    pub cluster: ClusterConfig,
+}

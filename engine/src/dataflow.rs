@@ -1,0 +1,337 @@
+//! The timely dataflow and each worker's driver loop.
+//!
+//! ```text
+//! Kafka (assigned partitions) ─▶ input ─▶ exchange by identity ─▶ process ─▶ clickhouse-sink ─▶ probe
+//! ```
+//!
+//! Time is a coarse ingestion epoch that every worker advances on its own clock. The sink holds
+//! a capability for the oldest epoch of every batch until ClickHouse (and the dead-letter topic)
+//! acknowledged it, so the probe's frontier is exactly "every output of earlier epochs is
+//! stored". Only then are the offsets read in those epochs written to RocksDB: a crash replays
+//! from there, at least once, and the idempotent sink makes the replay harmless.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, OutputBatch};
+use hogstream_state::{PartitionOffset, StateStore};
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer},
+};
+use timely::{
+    container::CapacityContainerBuilder,
+    dataflow::{
+        Stream,
+        channels::pact::Pipeline,
+        operators::{Capability, Exchange, Input, Probe, generic::Operator},
+    },
+    worker::Worker,
+};
+
+use crate::{
+    config::EngineSettings, error::EngineError, normalize::Rules, persons::PersonlessStage,
+    process::Processor, record::SourceRecord, source, teams::Teams,
+};
+
+/// What the workers of one process share.
+pub struct Shared {
+    pub settings: EngineSettings,
+    pub teams: Arc<Teams>,
+    pub rules: Arc<Rules>,
+    pub store: StateStore,
+    pub runtime: tokio::runtime::Handle,
+    pub sink: ClickHouseSink,
+    pub dlq: DeadLetterProducer,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+type Epoch = u64;
+
+/// Batches output of the worker and writes it to ClickHouse off the worker thread; holds the
+/// oldest epoch of each batch until the write is acknowledged.
+fn clickhouse_sink<'s>(
+    stream: Stream<'s, Epoch, Vec<OutputBatch>>,
+    shared: &Arc<Shared>,
+) -> Stream<'s, Epoch, Vec<()>> {
+    let scope = stream.scope();
+    let shared = Arc::clone(shared);
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "clickhouse-sink", move |_cap, info| {
+        let activator = scope.activator_for(info.address.clone());
+        let woken = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+        let (ack_tx, ack_rx) = mpsc::channel::<u64>();
+        let cfg = shared.settings.clickhouse.clone();
+        let max_inflight = shared.settings.engine.max_inflight_flushes.max(1);
+        let mut buffer = OutputBatch::default();
+        // The buffer's oldest epoch is all that must be held: a batch is acknowledged whole.
+        let mut held: Option<Capability<Epoch>> = None;
+        let mut since: Option<Instant> = None;
+        let mut inflight: HashMap<u64, Capability<Epoch>> = HashMap::new();
+        let mut next_id = 0u64;
+
+        move |(input, frontier), _output| {
+            input.for_each_stamp(|cap, data| {
+                for container in data {
+                    for batch in container.drain(..) {
+                        buffer.append(batch);
+                    }
+                }
+                if let Some(c) = cap.retain_least(0)
+                    && held.as_ref().is_none_or(|h| c.time() < h.time())
+                {
+                    held = Some(c);
+                }
+                since.get_or_insert_with(Instant::now);
+            });
+            while let Ok(id) = ack_rx.try_recv() {
+                inflight.remove(&id);
+            }
+            if buffer.is_empty() {
+                return;
+            }
+            let waited = since.map_or(Duration::ZERO, |t| t.elapsed());
+            let due = buffer.events.len() >= cfg.max_rows
+                || buffer.bytes >= cfg.max_bytes
+                || waited >= cfg.flush_interval
+                || frontier.is_empty();
+            if due && inflight.len() < max_inflight {
+                let batch = std::mem::take(&mut buffer);
+                since = None;
+                let Some(cap) = held.take() else { return };
+                let id = next_id;
+                next_id += 1;
+                inflight.insert(id, cap);
+                metrics::histogram!("hogstream_flush_events").record(batch.events.len() as f64);
+                let (sink, dlq, ack, woken) = (shared.sink.clone(), shared.dlq.clone(), ack_tx.clone(), Arc::clone(&woken));
+                shared.runtime.spawn(async move {
+                    let started = Instant::now();
+                    match batch.write(&sink, &dlq).await {
+                        Ok(()) => {
+                            tracing::debug!(events = batch.events.len(), took = ?started.elapsed(), "flushed");
+                            metrics::counter!("hogstream_events_out_total").increment(batch.events.len() as u64);
+                            let _ = ack.send(id);
+                            let _ = woken.activate();
+                        }
+                        // Only a shutdown stops the retries: the batch stays unacknowledged and
+                        // its offsets uncommitted, so it is read again after the restart.
+                        Err(e) => tracing::warn!(error = %e, "flush abandoned at shutdown"),
+                    }
+                });
+            } else {
+                let wait = if due { Duration::from_millis(5) } else { cfg.flush_interval.saturating_sub(waited) };
+                activator.activate_after(wait);
+            }
+        }
+    })
+}
+
+/// Offsets read per epoch, stored once the probe says the epoch's outputs are durable.
+#[derive(Default)]
+struct OffsetLedger {
+    current: HashMap<(String, i32), i64>,
+    pending: BTreeMap<Epoch, HashMap<(String, i32), i64>>,
+}
+
+impl OffsetLedger {
+    fn read(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.current
+            .insert((topic.to_owned(), partition), offset + 1);
+    }
+
+    fn close_epoch(&mut self, epoch: Epoch) {
+        if !self.current.is_empty() {
+            self.pending
+                .insert(epoch, std::mem::take(&mut self.current));
+        }
+    }
+
+    /// Removes and merges the offsets of every epoch before `frontier`.
+    fn take_before(&mut self, frontier: Epoch) -> Vec<PartitionOffset> {
+        let later = match frontier {
+            Epoch::MAX => BTreeMap::new(),
+            f => self.pending.split_off(&f),
+        };
+        let done = std::mem::replace(&mut self.pending, later);
+        let mut merged: HashMap<(String, i32), i64> = HashMap::new();
+        for offsets in done.into_values() {
+            for (tp, o) in offsets {
+                let e = merged.entry(tp).or_insert(o);
+                *e = (*e).max(o);
+            }
+        }
+        merged
+            .into_iter()
+            .map(|((topic, partition), next_offset)| PartitionOffset {
+                topic,
+                partition,
+                next_offset,
+            })
+            .collect()
+    }
+}
+
+fn commit(
+    store: &StateStore,
+    consumer: &source::SourceConsumer,
+    offsets: &[PartitionOffset],
+) -> Result<(), EngineError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    store.store_offsets(offsets)?;
+    let mut tpl = TopicPartitionList::new();
+    for o in offsets {
+        tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next_offset))?;
+    }
+    // For monitoring and as a fallback after a resize; never ahead of the local store.
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "kafka commit failed (monitoring only)");
+    }
+    Ok(())
+}
+
+/// Builds the dataflow on `worker` and drives it until shutdown.
+pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), EngineError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let engine = &shared.settings.engine;
+    let consumer = source::consumer(&shared.settings.kafka)?;
+    let partitions =
+        source::assigned_partitions(&consumer, &shared.settings.kafka.input_topics, index, peers)?;
+    let resume = source::assign(&consumer, &shared.store, &partitions)?;
+    tracing::info!(
+        worker = index,
+        peers,
+        ?partitions,
+        ?resume,
+        "worker assigned"
+    );
+
+    let mut processor = Processor::new(
+        Arc::clone(&shared.teams),
+        Arc::clone(&shared.rules),
+        Box::new(PersonlessStage),
+    );
+    let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
+        let batches = stream
+            .exchange(|r: &SourceRecord| r.route)
+            .unary::<CapacityContainerBuilder<Vec<OutputBatch>>, _, _, _>(
+                Pipeline,
+                "process",
+                move |_cap, _info| {
+                    move |input, output| {
+                        input.for_each_stamp(|cap, data| {
+                            let mut out = OutputBatch::default();
+                            for container in data {
+                                processor.process(container.drain(..), &mut out);
+                            }
+                            if !out.is_empty() {
+                                output.session(&cap).give(out);
+                            }
+                        });
+                    }
+                },
+            );
+        let (probe, _) = clickhouse_sink(batches, shared).probe();
+        (input, probe)
+    });
+
+    let mut ledger = OffsetLedger::default();
+    let mut epoch: Epoch = 0;
+    let mut tick = Instant::now();
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        let acked = probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
+        commit(&shared.store, &consumer, &ledger.take_before(acked))?;
+
+        let mut read = 0;
+        if epoch.saturating_sub(acked) < engine.max_inflight_epochs {
+            while read < engine.max_poll_records {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(msg)) => {
+                        ledger.read(msg.topic(), msg.partition(), msg.offset());
+                        input.send(source::to_record(&msg));
+                        read += 1;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(worker = index, error = %e, "kafka consumer error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        } else {
+            metrics::counter!("hogstream_backpressure_total").increment(1);
+        }
+        if tick.elapsed() >= engine.epoch {
+            ledger.close_epoch(epoch);
+            epoch += 1;
+            input.advance_to(epoch);
+            tick = Instant::now();
+        }
+        if read == 0 {
+            worker.step_or_park(Some(Duration::from_millis(2)));
+        } else {
+            worker.step();
+        }
+    }
+
+    // Graceful stop: no more input; wait (bounded) until everything read is stored.
+    ledger.close_epoch(epoch);
+    input.close();
+    let deadline = Instant::now() + engine.shutdown_timeout;
+    while !probe.done() && Instant::now() < deadline {
+        worker.step_or_park(Some(Duration::from_millis(10)));
+        let acked = probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
+        commit(&shared.store, &consumer, &ledger.take_before(acked))?;
+    }
+    if probe.done() {
+        commit(&shared.store, &consumer, &ledger.take_before(Epoch::MAX))?;
+        tracing::info!(worker = index, "drained and stored every offset");
+    } else {
+        tracing::warn!(
+            worker = index,
+            "shutdown timeout: unflushed events will be read again at the next start"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_releases_only_epochs_before_the_frontier() {
+        let mut l = OffsetLedger::default();
+        l.read("t", 0, 10);
+        l.read("t", 0, 11);
+        l.close_epoch(0);
+        l.read("t", 0, 12);
+        l.read("t", 1, 5);
+        l.close_epoch(1);
+        assert!(l.take_before(0).is_empty());
+        let mut first = l.take_before(1);
+        first.sort_by_key(|o| o.partition);
+        assert_eq!(
+            first,
+            vec![PartitionOffset {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: 12
+            }]
+        );
+        let mut rest = l.take_before(Epoch::MAX);
+        rest.sort_by_key(|o| o.partition);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[0].next_offset, 13);
+        assert_eq!(rest[1].next_offset, 6);
+        assert!(l.take_before(Epoch::MAX).is_empty());
+    }
+}

@@ -1,0 +1,120 @@
+//! The hogstream engine: a timely dataflow that reads captured events from Kafka, processes them
+//! as PostHog's pipeline does, and writes PostHog's ClickHouse tables with no loss and no
+//! duplicates. All timely-specific code lives in this crate.
+
+pub mod config;
+pub mod dataflow;
+pub mod error;
+pub mod normalize;
+pub mod persons;
+pub mod process;
+pub mod record;
+pub mod source;
+pub mod teams;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use hogstream_sinks::{ClickHouseSink, DeadLetterProducer};
+use hogstream_state::StateStore;
+
+pub use config::{ClusterConfig, EngineConfig, EngineSettings, KafkaConfig};
+pub use error::EngineError;
+
+fn timely_config(settings: &EngineSettings) -> timely::Config {
+    let threads = settings.engine.workers.max(1);
+    let communication = if settings.cluster.processes > 1 {
+        timely::CommunicationConfig::Cluster {
+            threads,
+            process: settings.cluster.process,
+            addresses: settings.cluster.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        }
+    } else if threads > 1 {
+        timely::CommunicationConfig::Process(threads)
+    } else {
+        timely::CommunicationConfig::Thread
+    };
+    timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    }
+}
+
+/// Runs the engine until `shutdown` is set, then drains within the configured bound.
+pub fn run(settings: EngineSettings, shutdown: Arc<AtomicBool>) -> Result<(), EngineError> {
+    if settings.cluster.processes > 1
+        && settings.cluster.addresses.len() < settings.cluster.processes
+    {
+        return Err(EngineError::Config(format!(
+            "a cluster of {} processes needs {} addresses, got {}",
+            settings.cluster.processes,
+            settings.cluster.processes,
+            settings.cluster.addresses.len()
+        )));
+    }
+    let teams = teams::Teams::new(settings.teams.clone())
+        .map_err(|e| EngineError::Config(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("hogstream-sink")
+        .build()?;
+    let (stop_sink, sink_stopped) = tokio::sync::watch::channel(false);
+
+    let created = runtime.block_on(source::ensure_topics(&settings.kafka))?;
+    if !created.is_empty() {
+        tracing::info!(?created, "created missing topics");
+    }
+    let sink = runtime.block_on(ClickHouseSink::connect(
+        settings.clickhouse.clone(),
+        sink_stopped,
+    ))?;
+    let dlq = DeadLetterProducer::new(&settings.kafka.brokers, &settings.kafka.dlq_topic)?;
+    let state_dir = settings
+        .engine
+        .data_dir
+        .join(format!("process-{}", settings.cluster.process));
+    std::fs::create_dir_all(&state_dir)?;
+    let store = StateStore::open(&state_dir, settings.engine.block_cache_bytes)?;
+
+    let config = timely_config(&settings);
+    let shared = Arc::new(dataflow::Shared {
+        rules: Arc::new(normalize::Rules {
+            drop_events: settings.engine.drop_events.clone(),
+        }),
+        settings,
+        teams: Arc::new(teams),
+        store,
+        runtime: runtime.handle().clone(),
+        sink,
+        dlq,
+        shutdown: Arc::clone(&shutdown),
+    });
+    let guards = timely::execute(config, move |worker| {
+        let result = dataflow::run_worker(worker, &shared);
+        if result.is_err() {
+            // One failed worker stops the others, so the process exits instead of hanging.
+            shared.shutdown.store(true, Ordering::Relaxed);
+        }
+        result
+    })
+    .map_err(EngineError::Timely)?;
+
+    let mut first_error = None;
+    for (worker, result) in guards.join().into_iter().enumerate() {
+        let err = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(message) => EngineError::Worker { worker, message },
+        };
+        tracing::error!(worker, error = %err, "worker failed");
+        first_error.get_or_insert(err);
+    }
+    let _ = stop_sink.send(true);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    first_error.map_or(Ok(()), Err)
+}

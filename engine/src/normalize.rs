@@ -1,0 +1,659 @@
+//! Decoding and normalization of captured events, as PostHog's pipeline does it before persons
+//! (`posthog-compat.md` §2 "Preprocessing" and runner steps 0 and 3): team resolution, drop
+//! lists, `$process_person_profile`, property lifting, event-name sanitizing, timestamps and
+//! `elements_chain`. Pure functions: no I/O, so every rule is unit-tested here.
+
+use chrono::{DateTime, Utc};
+use hogstream_event::{CapturedEvent, time::parse_rfc3339};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::teams::Teams;
+
+/// A captured event ready for the person stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormalizedEvent {
+    pub team_id: i64,
+    pub uuid: Uuid,
+    pub event: String,
+    pub distinct_id: String,
+    pub properties: Map<String, Value>,
+    pub timestamp: DateTime<Utc>,
+    /// When capture received the event.
+    pub now: DateTime<Utc>,
+    pub elements_chain: String,
+    pub process_person: bool,
+}
+
+/// An ingestion warning for the `ingestion_warnings` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning {
+    pub team_id: i64,
+    pub kind: &'static str,
+    pub details: Value,
+}
+
+/// What normalizing one captured message produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Event(NormalizedEvent, Vec<Warning>),
+    /// Not stored, on purpose; `reason` labels the dropped-events counter.
+    Dropped {
+        reason: &'static str,
+        warning: Option<Warning>,
+    },
+    /// The message cannot be processed: it goes to the dead-letter topic with this reason.
+    DeadLetter(String),
+}
+
+/// Engine-wide rules that are not per team.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Entries `token` or `token:distinct_id` whose events are dropped.
+    pub drop_events: Vec<String>,
+}
+
+const MAX_DISTINCT_ID_CHARS: usize = 400;
+const MAX_EVENT_NAME_CHARS: usize = 200;
+const PERSON_EVENTS: &[&str] = &[
+    "$identify",
+    "$create_alias",
+    "$merge_dangerously",
+    "$groupidentify",
+];
+
+/// Event properties PostHog copies into `$set` and, as `$initial_*`, into `$set_once`.
+const LIFTED: &[&str] = &[
+    "$browser",
+    "$browser_version",
+    "$os",
+    "$os_version",
+    "$device_type",
+    "$current_url",
+    "$pathname",
+    "$referrer",
+    "$referring_domain",
+    "$app_build",
+    "$app_name",
+    "$app_namespace",
+    "$app_version",
+    "$raw_user_agent",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "gclid",
+    "gad_source",
+    "gclsrc",
+    "dclid",
+    "gbraid",
+    "wbraid",
+    "fbclid",
+    "msclkid",
+    "twclid",
+    "li_fat_id",
+    "mc_cid",
+    "igshid",
+    "ttclid",
+    "rdt_cid",
+    "irclid",
+    "_kx",
+];
+
+pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &Rules) -> Outcome {
+    let captured: CapturedEvent = match serde_json::from_slice(payload) {
+        Ok(c) => c,
+        Err(e) => return Outcome::DeadLetter(format!("undecodable captured event: {e}")),
+    };
+    let mut data: Map<String, Value> = match serde_json::from_str(&captured.data) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Outcome::DeadLetter("captured event `data` is not a JSON object".into()),
+        Err(e) => return Outcome::DeadLetter(format!("captured event `data` is not JSON: {e}")),
+    };
+
+    if captured.token.is_empty() {
+        return Outcome::Dropped {
+            reason: "no_token",
+            warning: None,
+        };
+    }
+    let Some(team) = teams.by_token(&captured.token) else {
+        return Outcome::Dropped {
+            reason: "invalid_token",
+            warning: None,
+        };
+    };
+    let drop_key = format!("{}:{}", captured.token, captured.distinct_id);
+    if rules
+        .drop_events
+        .iter()
+        .any(|d| *d == captured.token || *d == drop_key)
+    {
+        return Outcome::Dropped {
+            reason: "drop_list",
+            warning: None,
+        };
+    }
+    if captured.distinct_id.chars().count() > MAX_DISTINCT_ID_CHARS {
+        return Outcome::Dropped {
+            reason: "invalid_distinct_id",
+            warning: Some(Warning {
+                team_id: team.id,
+                kind: "skipping_event_invalid_distinct_id",
+                details: serde_json::json!({ "eventUuid": captured.uuid, "distinctId": captured.distinct_id }),
+            }),
+        };
+    }
+
+    let mut properties = match data.remove("properties") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let mut warnings = Vec::new();
+
+    let event = sanitize_event_name(&captured.event);
+    if event == "$$client_ingestion_warning" {
+        let message = properties
+            .get("$$client_ingestion_warning_message")
+            .cloned()
+            .unwrap_or(Value::Null);
+        return Outcome::Dropped {
+            reason: "client_ingestion_warning",
+            warning: Some(Warning {
+                team_id: team.id,
+                kind: "client_ingestion_warning",
+                details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id, "message": message }),
+            }),
+        };
+    }
+    if event == "$$heatmap" {
+        return Outcome::Dropped {
+            reason: "heatmap",
+            warning: None,
+        };
+    }
+
+    let mut process_person = !(force_personless || team.person_processing_opt_out);
+    match properties.get("$process_person_profile") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => process_person = false,
+        Some(other) => warnings.push(Warning {
+            team_id: team.id,
+            kind: "invalid_process_person_profile",
+            details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id, "$process_person_profile": other }),
+        }),
+    }
+    if !process_person && PERSON_EVENTS.contains(&event.as_str()) {
+        return Outcome::Dropped {
+            reason: "person_event_without_person_processing",
+            warning: Some(Warning {
+                team_id: team.id,
+                kind: "invalid_event_when_process_person_profile_is_false",
+                details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id }),
+            }),
+        };
+    }
+
+    merge_top_level(&mut data, &mut properties, "$set");
+    merge_top_level(&mut data, &mut properties, "$set_once");
+    if !properties.contains_key("$ip") && !captured.ip.is_empty() {
+        properties.insert("$ip".into(), Value::String(captured.ip.clone()));
+    }
+    if team.anonymize_ips {
+        properties.remove("$ip");
+    }
+    if let Some(sent_at) = &captured.sent_at {
+        properties.insert("$sent_at".into(), Value::String(sent_at.clone()));
+    }
+    if event != "$snapshot" && event != "$performance_event" {
+        lift_person_properties(&mut properties);
+    }
+    if !process_person || event == "$groupidentify" {
+        for k in ["$set", "$set_once", "$unset"] {
+            properties.remove(k);
+        }
+    }
+
+    let now = parse_rfc3339(&captured.now).unwrap_or_else(Utc::now);
+    let timestamp = match parse_rfc3339(&captured.timestamp) {
+        Some(t) => t,
+        None => {
+            warnings.push(Warning {
+                team_id: team.id,
+                kind: "ignored_invalid_timestamp",
+                details: serde_json::json!({ "eventUuid": captured.uuid, "field": "timestamp", "value": captured.timestamp }),
+            });
+            now
+        }
+    };
+    let elements_chain = take_elements_chain(&mut properties);
+
+    Outcome::Event(
+        NormalizedEvent {
+            team_id: team.id,
+            uuid: captured.uuid,
+            event,
+            distinct_id: captured.distinct_id,
+            properties,
+            timestamp,
+            now,
+            elements_chain,
+            process_person,
+        },
+        warnings,
+    )
+}
+
+fn sanitize_event_name(name: &str) -> String {
+    name.chars().take(MAX_EVENT_NAME_CHARS).collect()
+}
+
+/// Top-level `$set`/`$set_once` join `properties.$set`/`$set_once`; the top-level keys win,
+/// as in PostHog's `normalizeEvent`.
+fn merge_top_level(data: &mut Map<String, Value>, properties: &mut Map<String, Value>, key: &str) {
+    let Some(Value::Object(top)) = data.remove(key) else {
+        return;
+    };
+    match properties.get_mut(key) {
+        Some(Value::Object(existing)) => existing.extend(top),
+        _ => {
+            properties.insert(key.into(), Value::Object(top));
+        }
+    }
+}
+
+/// PostHog's `personInitialAndUTMProperties`: lifted keys go into `$set` (an explicit client
+/// `$set` wins) and `$initial_*` into `$set_once`. `$os` is not lifted for server events.
+fn lift_person_properties(properties: &mut Map<String, Value>) {
+    let is_server = properties.get("$is_server") == Some(&Value::Bool(true));
+    let lifted: Vec<(String, Value)> = LIFTED
+        .iter()
+        .filter(|k| !(is_server && (**k == "$os" || **k == "$os_version")))
+        .filter_map(|k| properties.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    if lifted.is_empty() {
+        return;
+    }
+    let mut set = take_object(properties, "$set");
+    let mut set_once = take_object(properties, "$set_once");
+    for (k, v) in lifted {
+        let initial = format!("$initial_{}", k.trim_start_matches('$'));
+        set.entry(k).or_insert_with(|| v.clone());
+        set_once.entry(initial).or_insert(v);
+    }
+    properties.insert("$set".into(), Value::Object(set));
+    properties.insert("$set_once".into(), Value::Object(set_once));
+}
+
+fn take_object(properties: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
+    match properties.remove(key) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// `elements_chain` from `$elements_chain`, else built from legacy `$elements`; both removed.
+fn take_elements_chain(properties: &mut Map<String, Value>) -> String {
+    let chain = properties.remove("$elements_chain");
+    let elements = properties.remove("$elements");
+    if let Some(Value::String(s)) = chain {
+        return s;
+    }
+    match elements {
+        Some(Value::Array(els)) => els
+            .iter()
+            .filter_map(Value::as_object)
+            .map(element_to_string)
+            .collect::<Vec<_>>()
+            .join(";"),
+        _ => String::new(),
+    }
+}
+
+fn escape_quotes(s: &str) -> String {
+    s.replace('"', "\\\"")
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One element of the chain: `tag.class1.class2:attr="value"...`, attributes sorted by name.
+fn element_to_string(el: &Map<String, Value>) -> String {
+    let mut out = el.get("tag_name").map(text_of).unwrap_or_default();
+    let mut classes: Vec<String> = match el.get("attr__class").or_else(|| el.get("classes")) {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(Value::Array(a)) => a.iter().map(text_of).collect(),
+        _ => Vec::new(),
+    };
+    classes.sort();
+    for c in classes {
+        out.push('.');
+        out.push_str(&c.replace('"', ""));
+    }
+    let mut attrs: Vec<(String, String)> = vec![
+        (
+            "nth-child".into(),
+            el.get("nth_child")
+                .map(text_of)
+                .unwrap_or_else(|| "0".into()),
+        ),
+        (
+            "nth-of-type".into(),
+            el.get("nth_of_type")
+                .map(text_of)
+                .unwrap_or_else(|| "0".into()),
+        ),
+    ];
+    if let Some(t) = el.get("$el_text").or_else(|| el.get("text")) {
+        attrs.push(("text".into(), text_of(t)));
+    }
+    if let Some(h) = el.get("attr__href").or_else(|| el.get("href")) {
+        attrs.push(("href".into(), text_of(h)));
+    }
+    if let Some(id) = el.get("attr__id") {
+        attrs.push(("attr_id".into(), text_of(id)));
+    }
+    for (k, v) in el {
+        if k.starts_with("attr__") {
+            attrs.push((k.clone(), text_of(v)));
+        }
+    }
+    attrs.sort();
+    out.push(':');
+    for (k, v) in attrs {
+        out.push_str(&format!("{}=\"{}\"", escape_quotes(&k), escape_quotes(&v)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::teams::Team;
+    use serde_json::json;
+
+    fn teams() -> Teams {
+        Teams::new(vec![
+            Team {
+                id: 1,
+                token: "tok".into(),
+                ..Default::default()
+            },
+            Team {
+                id: 2,
+                token: "optout".into(),
+                person_processing_opt_out: true,
+                anonymize_ips: true,
+                ..Default::default()
+            },
+        ])
+        .unwrap()
+    }
+
+    fn captured(token: &str, event: &str, data: Value) -> Vec<u8> {
+        let c = CapturedEvent {
+            uuid: Uuid::from_u128(7),
+            distinct_id: "d1".into(),
+            ip: "10.0.0.1".into(),
+            data: data.to_string(),
+            now: "2026-01-01T00:00:10Z".into(),
+            sent_at: Some("2026-01-01T00:00:09Z".into()),
+            token: token.into(),
+            event: event.into(),
+            timestamp: "2026-01-01T00:00:05.123456Z".into(),
+            is_cookieless_mode: false,
+            historical_migration: false,
+        };
+        serde_json::to_vec(&c).unwrap()
+    }
+
+    fn event(o: Outcome) -> (NormalizedEvent, Vec<Warning>) {
+        match o {
+            Outcome::Event(e, w) => (e, w),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_goes_to_the_dead_letter_queue() {
+        assert!(
+            matches!(normalize(b"not json", false, &teams(), &Rules::default()), Outcome::DeadLetter(r) if r.contains("undecodable"))
+        );
+        let mut c: Value = serde_json::from_slice(&captured("tok", "e", json!({}))).unwrap();
+        c["data"] = Value::String("[1]".into());
+        let out = normalize(c.to_string().as_bytes(), false, &teams(), &Rules::default());
+        assert!(matches!(out, Outcome::DeadLetter(r) if r.contains("not a JSON object")));
+    }
+
+    #[test]
+    fn unknown_token_and_drop_list_are_dropped_with_reasons() {
+        let out = normalize(
+            &captured("nope", "e", json!({"event":"e"})),
+            false,
+            &teams(),
+            &Rules::default(),
+        );
+        assert_eq!(
+            out,
+            Outcome::Dropped {
+                reason: "invalid_token",
+                warning: None
+            }
+        );
+        let rules = Rules {
+            drop_events: vec!["tok:d1".into()],
+        };
+        let out = normalize(
+            &captured("tok", "e", json!({"event":"e"})),
+            false,
+            &teams(),
+            &rules,
+        );
+        assert_eq!(
+            out,
+            Outcome::Dropped {
+                reason: "drop_list",
+                warning: None
+            }
+        );
+    }
+
+    #[test]
+    fn top_level_set_merges_and_ip_and_timestamps_are_kept() {
+        let data = json!({"event":"e","properties":{"$set":{"a":1,"b":1}},"$set":{"b":2},"$set_once":{"c":3}});
+        let (e, w) = event(normalize(
+            &captured("tok", "e", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert!(w.is_empty());
+        assert_eq!(e.team_id, 1);
+        assert_eq!(e.properties["$set"], json!({"a":1,"b":2}));
+        assert_eq!(e.properties["$set_once"], json!({"c":3}));
+        assert_eq!(e.properties["$ip"], json!("10.0.0.1"));
+        assert_eq!(e.properties["$sent_at"], json!("2026-01-01T00:00:09Z"));
+        assert_eq!(e.timestamp.to_rfc3339(), "2026-01-01T00:00:05.123456+00:00");
+        assert!(e.process_person);
+    }
+
+    #[test]
+    fn lifted_properties_lose_to_an_explicit_set() {
+        let data = json!({"event":"e","properties":{"$browser":"Firefox","utm_source":"ads","$set":{"$browser":"Mine"}}});
+        let (e, _) = event(normalize(
+            &captured("tok", "e", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert_eq!(
+            e.properties["$set"],
+            json!({"$browser":"Mine","utm_source":"ads"})
+        );
+        assert_eq!(
+            e.properties["$set_once"],
+            json!({"$initial_browser":"Firefox","$initial_utm_source":"ads"})
+        );
+    }
+
+    #[test]
+    fn server_events_do_not_lift_os() {
+        let data = json!({"event":"e","properties":{"$os":"Linux","$is_server":true}});
+        let (e, _) = event(normalize(
+            &captured("tok", "e", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert!(!e.properties.contains_key("$set"));
+    }
+
+    #[test]
+    fn personless_rules() {
+        let data =
+            json!({"event":"e","properties":{"$process_person_profile":false,"$set":{"a":1}}});
+        let (e, _) = event(normalize(
+            &captured("tok", "e", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert!(!e.process_person);
+        assert!(!e.properties.contains_key("$set"));
+
+        let data = json!({"event":"$identify","properties":{"$process_person_profile":false}});
+        let out = normalize(
+            &captured("tok", "$identify", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        );
+        assert!(
+            matches!(out, Outcome::Dropped { reason: "person_event_without_person_processing", warning: Some(w) } if w.kind == "invalid_event_when_process_person_profile_is_false")
+        );
+
+        let data = json!({"event":"e","properties":{"$process_person_profile":"yes"}});
+        let (e, w) = event(normalize(
+            &captured("tok", "e", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert!(e.process_person);
+        assert_eq!(w[0].kind, "invalid_process_person_profile");
+
+        let (e, _) = event(normalize(
+            &captured("tok", "e", json!({"event":"e"})),
+            true,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert!(!e.process_person, "the capture header forces personless");
+    }
+
+    #[test]
+    fn team_opt_out_and_anonymize_ips() {
+        let (e, _) = event(normalize(
+            &captured("optout", "e", json!({"event":"e"})),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert_eq!(e.team_id, 2);
+        assert!(!e.process_person);
+        assert!(!e.properties.contains_key("$ip"));
+    }
+
+    #[test]
+    fn client_ingestion_warning_becomes_a_warning() {
+        let data = json!({"event":"$$client_ingestion_warning","properties":{"$$client_ingestion_warning_message":"oops"}});
+        match normalize(
+            &captured("tok", "$$client_ingestion_warning", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ) {
+            Outcome::Dropped {
+                reason,
+                warning: Some(w),
+            } => {
+                assert_eq!(reason, "client_ingestion_warning");
+                assert_eq!(w.details["message"], json!("oops"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_names_and_ids() {
+        let long = "x".repeat(300);
+        let (e, _) = event(normalize(
+            &captured("tok", &long, json!({"event":"e"})),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert_eq!(e.event.chars().count(), 200);
+
+        let mut c: Value =
+            serde_json::from_slice(&captured("tok", "e", json!({"event":"e"}))).unwrap();
+        c["distinct_id"] = Value::String("y".repeat(401));
+        let out = normalize(c.to_string().as_bytes(), false, &teams(), &Rules::default());
+        assert!(matches!(
+            out,
+            Outcome::Dropped {
+                reason: "invalid_distinct_id",
+                warning: Some(_)
+            }
+        ));
+    }
+
+    #[test]
+    fn invalid_timestamp_falls_back_to_now_with_a_warning() {
+        let mut c: Value =
+            serde_json::from_slice(&captured("tok", "e", json!({"event":"e"}))).unwrap();
+        c["timestamp"] = Value::String("yesterday".into());
+        let (e, w) = event(normalize(
+            c.to_string().as_bytes(),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert_eq!(e.timestamp, e.now);
+        assert_eq!(w[0].kind, "ignored_invalid_timestamp");
+    }
+
+    #[test]
+    fn elements_chain_from_either_property() {
+        let data = json!({"event":"$autocapture","properties":{"$elements_chain":"a:href=\"/x\""}});
+        let (e, _) = event(normalize(
+            &captured("tok", "$autocapture", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert_eq!(e.elements_chain, "a:href=\"/x\"");
+        assert!(!e.properties.contains_key("$elements_chain"));
+
+        let data = json!({"event":"$autocapture","properties":{"$elements":[
+            {"tag_name":"button","attr__class":"b a","nth_child":2,"nth_of_type":1,"$el_text":"Go \"now\""},
+            {"tag_name":"div","attr__id":"root"}
+        ]}});
+        let (e, _) = event(normalize(
+            &captured("tok", "$autocapture", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        assert_eq!(
+            e.elements_chain,
+            "button.a.b:attr__class=\"b a\"nth-child=\"2\"nth-of-type=\"1\"text=\"Go \\\"now\\\"\";div:attr__id=\"root\"attr_id=\"root\"nth-child=\"0\"nth-of-type=\"0\""
+        );
+        assert!(!e.properties.contains_key("$elements"));
+    }
+}

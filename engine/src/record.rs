@@ -1,0 +1,20 @@
+//! What the Kafka source hands to the dataflow.
+
+use serde::{Deserialize, Serialize};
+
+/// One Kafka message, with just what the stages need. Bytes, not parsed JSON, travel between
+/// workers: parsing happens once, on the worker that owns the event's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka message time, ms since the epoch.
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    /// Hash of `token:distinct_id`, so every event of one identity meets on one worker.
+    pub route: u64,
+    /// Capture's `force_disable_person_processing` header.
+    pub force_personless: bool,
+    pub payload: Vec<u8>,
+}

@@ -1,0 +1,198 @@
+//! The Kafka side of the engine: topic creation, partition assignment, resume offsets and
+//! conversion of messages into [`SourceRecord`]s.
+//!
+//! Each worker `assign()`s a fixed share of the partitions (no consumer-group rebalancing) and
+//! resumes from the offsets stored in RocksDB. Kafka commits under the group id are written after
+//! the local store, for monitoring and as a fallback when a partition moves to a process that has
+//! no local offset for it (after a cluster resize): they are never ahead of what is durable.
+
+use std::{collections::HashMap, time::Duration};
+
+use hogstream_event::headers;
+use hogstream_state::StateStore;
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    error::RDKafkaErrorCode,
+    message::{BorrowedMessage, Headers},
+};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::{config::KafkaConfig, error::EngineError, record::SourceRecord};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publishes librdkafka's per-partition consumer lag as a Prometheus gauge.
+pub struct LagContext;
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if p.partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!("hogstream_source_lag", "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+pub type SourceConsumer = BaseConsumer<LagContext>;
+
+pub fn consumer(config: &KafkaConfig) -> Result<SourceConsumer, EngineError> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000")
+        .set("fetch.wait.max.ms", "20")
+        .create_with_context(LagContext)?)
+}
+
+/// Creates the input and dead-letter topics that do not exist yet.
+pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, EngineError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .create()?;
+    let metadata = admin.inner().fetch_metadata(None, METADATA_TIMEOUT)?;
+    let existing: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .filter(|t| !t.partitions().is_empty())
+        .map(|t| t.name())
+        .collect();
+    let wanted: Vec<&String> = config
+        .input_topics
+        .iter()
+        .chain(std::iter::once(&config.dlq_topic))
+        .filter(|t| !existing.contains(&t.as_str()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let new: Vec<NewTopic> = wanted
+        .iter()
+        .map(|t| NewTopic::new(t, config.default_partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let mut created = Vec::new();
+    for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+        match result {
+            Ok(name) => created.push(name),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = name, "topic exists")
+            }
+            Err((name, code)) => return Err(EngineError::CreateTopic { topic: name, code }),
+        }
+    }
+    Ok(created)
+}
+
+/// The partitions of `topics` this worker owns: every `peers`-th of the sorted list.
+pub fn assigned_partitions(
+    consumer: &SourceConsumer,
+    topics: &[String],
+    worker: usize,
+    peers: usize,
+) -> Result<Vec<(String, i32)>, EngineError> {
+    let mut all = Vec::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                all.push((t.name().to_owned(), p.id()));
+            }
+        }
+    }
+    all.sort();
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % peers == worker)
+        .map(|(_, tp)| tp)
+        .collect())
+}
+
+/// Assigns `partitions` at their resume offsets: the local store first, then the group's Kafka
+/// commit, then the beginning of the partition.
+pub fn assign(
+    consumer: &SourceConsumer,
+    store: &StateStore,
+    partitions: &[(String, i32)],
+) -> Result<HashMap<(String, i32), i64>, EngineError> {
+    let mut query = TopicPartitionList::new();
+    for (t, p) in partitions {
+        query.add_partition(t, *p);
+    }
+    let committed = if partitions.is_empty() {
+        TopicPartitionList::new()
+    } else {
+        consumer.committed_offsets(query, METADATA_TIMEOUT)?
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut resume = HashMap::new();
+    for (t, p) in partitions {
+        let offset = match store.offset(t, *p)? {
+            Some(o) => Offset::Offset(o),
+            None => match committed.find_partition(t, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            },
+        };
+        if let Offset::Offset(o) = offset {
+            resume.insert((t.clone(), *p), o);
+        }
+        tpl.add_partition_offset(t, *p, offset)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(resume)
+}
+
+fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+}
+
+/// The route of a message: its identity from capture's headers, else its key, else its place.
+fn route(msg: &BorrowedMessage<'_>) -> u64 {
+    match (
+        header(msg, headers::TOKEN),
+        header(msg, headers::DISTINCT_ID),
+    ) {
+        (Some(t), Some(d)) => {
+            let mut k = Vec::with_capacity(t.len() + d.len() + 1);
+            k.extend_from_slice(t);
+            k.push(b':');
+            k.extend_from_slice(d);
+            xxh3_64(&k)
+        }
+        _ => match msg.key() {
+            Some(k) => xxh3_64(k),
+            None => {
+                xxh3_64(format!("{}:{}:{}", msg.topic(), msg.partition(), msg.offset()).as_bytes())
+            }
+        },
+    }
+}
+
+pub fn to_record(msg: &BorrowedMessage<'_>) -> SourceRecord {
+    SourceRecord {
+        topic: msg.topic().to_owned(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp_ms: msg.timestamp().to_millis().unwrap_or_default(),
+        key: msg.key().map(<[u8]>::to_vec),
+        route: route(msg),
+        force_personless: header(msg, headers::FORCE_DISABLE_PERSON_PROCESSING) == Some(b"true"),
+        payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,89 @@
+//! Teams (PostHog projects) known to the engine, looked up by their public token.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Team {
+    pub id: i64,
+    /// The project API key SDKs send (`phc_...`).
+    pub token: String,
+    #[serde(default)]
+    pub name: String,
+    /// Every event of the team is processed as `$process_person_profile=false`.
+    #[serde(default)]
+    pub person_processing_opt_out: bool,
+    /// `$ip` is removed from the team's events.
+    #[serde(default)]
+    pub anonymize_ips: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Teams {
+    by_token: HashMap<String, Team>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TeamsError {
+    #[error("team token `{0}` is configured twice")]
+    DuplicateToken(String),
+    #[error("team id {0} is configured twice")]
+    DuplicateId(i64),
+    #[error("team {0} has an empty token")]
+    EmptyToken(i64),
+}
+
+impl Teams {
+    pub fn new(teams: Vec<Team>) -> Result<Self, TeamsError> {
+        let mut by_token = HashMap::new();
+        let mut ids = std::collections::HashSet::new();
+        for t in teams {
+            if t.token.trim().is_empty() {
+                return Err(TeamsError::EmptyToken(t.id));
+            }
+            if !ids.insert(t.id) {
+                return Err(TeamsError::DuplicateId(t.id));
+            }
+            if by_token.contains_key(&t.token) {
+                return Err(TeamsError::DuplicateToken(t.token));
+            }
+            by_token.insert(t.token.clone(), t);
+        }
+        Ok(Self { by_token })
+    }
+
+    pub fn by_token(&self, token: &str) -> Option<&Team> {
+        self.by_token.get(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_refused() {
+        let t = |id, token: &str| Team {
+            id,
+            token: token.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Teams::new(vec![t(1, "a"), t(1, "b")]).unwrap_err(),
+            TeamsError::DuplicateId(1)
+        );
+        assert_eq!(
+            Teams::new(vec![t(1, "a"), t(2, "a")]).unwrap_err(),
+            TeamsError::DuplicateToken("a".into())
+        );
+        assert_eq!(
+            Teams::new(vec![t(1, " ")]).unwrap_err(),
+            TeamsError::EmptyToken(1)
+        );
+        let teams = Teams::new(vec![t(1, "a"), t(2, "b")]).unwrap();
+        assert_eq!(teams.by_token("b").unwrap().id, 2);
+        assert!(teams.by_token("c").is_none());
+    }
+}

@@ -1,0 +1,23 @@
+# Shared settings for the project's scripts; sourced, never run. Every value can be overridden
+# from the environment.
+
+HOGSTREAM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Tools built once and kept between runs and clones (the tansu broker takes ~12 minutes to build).
+HOGSTREAM_PREFIX="${HOGSTREAM_PREFIX:-$HOME/.hogstream}"
+# Project-local state: the Python virtualenv for chDB, service data, pid files and logs.
+HOGSTREAM_VENV="${HOGSTREAM_VENV:-$HOGSTREAM_ROOT/.local/venv}"
+HOGSTREAM_DATA="${HOGSTREAM_DATA:-$HOGSTREAM_ROOT/.local/data}"
+HOGSTREAM_KAFKA_PORT="${HOGSTREAM_KAFKA_PORT:-9092}"
+HOGSTREAM_CLICKHOUSE_PORT="${HOGSTREAM_CLICKHOUSE_PORT:-8123}"
+HOGSTREAM_CAPTURE_PORT="${HOGSTREAM_CAPTURE_PORT:-8010}"
+
+TANSU_VERSION="0.6.0"
+TANSU_BIN="$HOGSTREAM_PREFIX/bin/tansu"
+RUN_DIR="$HOGSTREAM_DATA/run"
+LOG_DIR="$HOGSTREAM_DATA/logs"
+
+export HOGSTREAM_KAFKA_BROKERS="${HOGSTREAM_KAFKA_BROKERS:-127.0.0.1:$HOGSTREAM_KAFKA_PORT}"
+export HOGSTREAM_CLICKHOUSE_URL="${HOGSTREAM_CLICKHOUSE_URL:-http://127.0.0.1:$HOGSTREAM_CLICKHOUSE_PORT}"
+
+log() { printf '\033[1m[hogstream]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[hogstream] error:\033[0m %s\n' "$*" >&2; exit 1; }

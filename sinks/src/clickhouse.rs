@@ -1,0 +1,176 @@
+//! The ClickHouse connection: configuration, schema checks and inserts that retry until
+//! ClickHouse acknowledges them (backpressure rather than loss when ClickHouse is down).
+
+use std::time::Duration;
+
+use clickhouse::{Client, Row, RowOwned, RowWrite};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::{error::SinkError, schema};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP address of ClickHouse (or of the project's chDB front).
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A batch is flushed when it holds this many event rows...
+    pub max_rows: usize,
+    /// ...or this many bytes of event data...
+    pub max_bytes: usize,
+    /// ...or when its oldest row has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// First retry delay after a failed insert; doubles up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Timeout of one insert request; a timed-out insert is retried with the same token.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "hogstream".into(),
+            user: None,
+            password: None,
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
+            flush_interval: Duration::from_millis(250),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// A client without a default database, for DDL and bookkeeping.
+    pub fn client(&self) -> Client {
+        let mut c = Client::default().with_url(&self.url);
+        if let Some(u) = &self.user {
+            c = c.with_user(u);
+        }
+        if let Some(p) = &self.password {
+            c = c.with_password(p);
+        }
+        c
+    }
+}
+
+#[derive(Clone)]
+pub struct ClickHouseSink {
+    config: ClickHouseConfig,
+    client: Client,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ClickHouseSink {
+    /// Connects and checks that the schema is current; `shutdown` ends retry loops.
+    pub async fn connect(
+        config: ClickHouseConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, SinkError> {
+        let admin = config.client();
+        schema::check(&admin, &config.database).await?;
+        let client = admin.with_database(&config.database);
+        Ok(Self {
+            config,
+            client,
+            shutdown,
+        })
+    }
+
+    pub fn config(&self) -> &ClickHouseConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn insert_once<T>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: &str,
+    ) -> clickhouse::error::Result<()>
+    where
+        T: Row + RowOwned + RowWrite,
+    {
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await?
+            .with_setting("insert_deduplication_token", token)
+            .with_timeouts(
+                Some(self.config.request_timeout),
+                Some(self.config.request_timeout),
+            );
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    }
+
+    /// Inserts `rows` into `table`, retrying with backoff until ClickHouse acknowledges them or
+    /// the sink shuts down. Every attempt carries the same deduplication token, so an attempt
+    /// that succeeded but whose answer was lost is not inserted twice.
+    pub async fn insert<T>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+        token: &str,
+    ) -> Result<(), SinkError>
+    where
+        T: Row + RowOwned + RowWrite,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = self.config.min_backoff;
+        let mut shutdown = self.shutdown.clone();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let started = std::time::Instant::now();
+            match self.insert_once(table, rows, token).await {
+                Ok(()) => {
+                    metrics::histogram!("hogstream_sink_insert_seconds", "table" => table)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("hogstream_sink_batch_rows", "table" => table)
+                        .record(rows.len() as f64);
+                    metrics::counter!("hogstream_sink_rows_total", "table" => table)
+                        .increment(rows.len() as u64);
+                    return Ok(());
+                }
+                Err(e) => {
+                    metrics::counter!("hogstream_sink_insert_errors_total", "table" => table)
+                        .increment(1);
+                    tracing::warn!(table, attempt, rows = rows.len(), error = %e, retry_in = ?backoff, "insert failed");
+                    if *shutdown.borrow() {
+                        return Err(SinkError::GaveUp {
+                            table,
+                            attempts: attempt,
+                            source: e,
+                        });
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {
+                            return Err(SinkError::GaveUp { table, attempts: attempt, source: e });
+                        }
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+}

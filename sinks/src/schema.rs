@@ -1,0 +1,234 @@
+//! PostHog's ClickHouse schema (`posthog-compat.md` §3), created and migrated by hogstream.
+//!
+//! Migrations are append-only: a released migration is never edited, a change is a new entry.
+//! Applied versions are recorded in `hogstream_migrations`; the engine refuses to start on a
+//! database that is behind this build.
+//!
+//! Differences from PostHog, on purpose:
+//! - plain (non-replicated) `ReplacingMergeTree` on a single node, with
+//!   `non_replicated_deduplication_window` so `insert_deduplication_token` works;
+//! - every `ReplacingMergeTree` has an explicit version column that grows with each write, so the
+//!   last write wins even within one second (PostHog's `events` and `groups` use `_timestamp`).
+
+use clickhouse::Client;
+
+use crate::error::SinkError;
+
+/// How many recent insert blocks each table remembers for token deduplication.
+const DEDUP_WINDOW: u32 = 10_000;
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    /// Statements with `{db}` standing for the database name and `{dedup}` for the window.
+    pub statements: &'static [&'static str],
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "posthog tables",
+    statements: &[
+        r"CREATE TABLE IF NOT EXISTS {db}.events (
+            uuid UUID,
+            event String,
+            properties String CODEC(ZSTD(3)),
+            timestamp DateTime64(6, 'UTC'),
+            team_id Int64,
+            distinct_id String,
+            elements_chain String,
+            created_at DateTime64(6, 'UTC'),
+            person_id UUID,
+            person_created_at DateTime64(3, 'UTC'),
+            person_properties String CODEC(ZSTD(3)),
+            group0_properties String DEFAULT '',
+            group1_properties String DEFAULT '',
+            group2_properties String DEFAULT '',
+            group3_properties String DEFAULT '',
+            group4_properties String DEFAULT '',
+            group0_created_at DateTime64(3, 'UTC') DEFAULT 0,
+            group1_created_at DateTime64(3, 'UTC') DEFAULT 0,
+            group2_created_at DateTime64(3, 'UTC') DEFAULT 0,
+            group3_created_at DateTime64(3, 'UTC') DEFAULT 0,
+            group4_created_at DateTime64(3, 'UTC') DEFAULT 0,
+            person_mode Enum8('full' = 0, 'propertyless' = 1, 'force_upgrade' = 2),
+            `$group_0` String MATERIALIZED JSONExtractString(properties, '$group_0'),
+            `$group_1` String MATERIALIZED JSONExtractString(properties, '$group_1'),
+            `$group_2` String MATERIALIZED JSONExtractString(properties, '$group_2'),
+            `$group_3` String MATERIALIZED JSONExtractString(properties, '$group_3'),
+            `$group_4` String MATERIALIZED JSONExtractString(properties, '$group_4'),
+            `$session_id` String MATERIALIZED JSONExtractString(properties, '$session_id'),
+            `$window_id` String MATERIALIZED JSONExtractString(properties, '$window_id'),
+            _timestamp DateTime,
+            _offset UInt64,
+            _partition UInt32,
+            _version UInt64,
+            inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)
+        ) ENGINE = ReplacingMergeTree(_version)
+        PARTITION BY toYYYYMM(timestamp)
+        ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))
+        SETTINGS non_replicated_deduplication_window = {dedup}",
+        r"CREATE TABLE IF NOT EXISTS {db}.person (
+            id UUID,
+            created_at DateTime64(3, 'UTC'),
+            team_id Int64,
+            properties String CODEC(ZSTD(3)),
+            is_identified Int8,
+            is_deleted Int8,
+            version UInt64,
+            _timestamp DateTime DEFAULT now()
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (team_id, id)
+        SETTINGS non_replicated_deduplication_window = {dedup}",
+        r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id2 (
+            team_id Int64,
+            distinct_id String,
+            person_id UUID,
+            is_deleted Int8,
+            version Int64,
+            _timestamp DateTime DEFAULT now()
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (team_id, distinct_id)
+        SETTINGS index_granularity = 512, non_replicated_deduplication_window = {dedup}",
+        r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id_overrides (
+            team_id Int64,
+            distinct_id String,
+            person_id UUID,
+            is_deleted Int8,
+            version Int64,
+            _timestamp DateTime DEFAULT now()
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (team_id, distinct_id)
+        SETTINGS index_granularity = 512, non_replicated_deduplication_window = {dedup}",
+        r"CREATE TABLE IF NOT EXISTS {db}.groups (
+            group_type_index UInt8,
+            group_key String,
+            created_at DateTime64(3, 'UTC'),
+            team_id Int64,
+            group_properties String,
+            version UInt64,
+            _timestamp DateTime DEFAULT now()
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (team_id, group_type_index, group_key)
+        SETTINGS non_replicated_deduplication_window = {dedup}",
+        r"CREATE TABLE IF NOT EXISTS {db}.group_type_mapping (
+            team_id Int64,
+            group_type String,
+            group_type_index UInt8,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (team_id, group_type)",
+        r"CREATE TABLE IF NOT EXISTS {db}.ingestion_warnings (
+            team_id Int64,
+            source LowCardinality(String),
+            type LowCardinality(String),
+            details String CODEC(ZSTD(3)),
+            timestamp DateTime64(6, 'UTC'),
+            inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)
+        ) ENGINE = MergeTree
+        PARTITION BY toYYYYMM(timestamp)
+        ORDER BY (team_id, toHour(timestamp), type, source, timestamp)
+        SETTINGS non_replicated_deduplication_window = {dedup}",
+    ],
+}];
+
+/// The migration version this build needs.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+fn render(statement: &str, database: &str) -> String {
+    statement
+        .replace("{db}", &format!("`{database}`"))
+        .replace("{dedup}", &DEDUP_WINDOW.to_string())
+}
+
+async fn ensure_bookkeeping(client: &Client, database: &str) -> Result<(), SinkError> {
+    client
+        .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+        .execute()
+        .await?;
+    client
+        .query(&format!(
+            "CREATE TABLE IF NOT EXISTS `{database}`.hogstream_migrations (
+                version UInt32, name String, applied_at DateTime DEFAULT now()
+            ) ENGINE = ReplacingMergeTree ORDER BY version"
+        ))
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// The highest applied migration, 0 for an empty database.
+pub async fn applied_version(client: &Client, database: &str) -> Result<u32, SinkError> {
+    let exists: u8 = client
+        .query("SELECT count() > 0 FROM system.tables WHERE database = ? AND name = 'hogstream_migrations'")
+        .bind(database)
+        .fetch_one()
+        .await?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    Ok(client
+        .query(&format!(
+            "SELECT toUInt32(max(version)) FROM `{database}`.hogstream_migrations"
+        ))
+        .fetch_one()
+        .await?)
+}
+
+/// Applies every migration the database lacks, in order; returns the versions applied.
+pub async fn migrate(client: &Client, database: &str) -> Result<Vec<u32>, SinkError> {
+    ensure_bookkeeping(client, database).await?;
+    let current = applied_version(client, database).await?;
+    let mut applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        for statement in m.statements {
+            client.query(&render(statement, database)).execute().await?;
+        }
+        client
+            .query(&format!(
+                "INSERT INTO `{database}`.hogstream_migrations (version, name) VALUES (?, ?)"
+            ))
+            .bind(m.version)
+            .bind(m.name)
+            .execute()
+            .await?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        applied.push(m.version);
+    }
+    Ok(applied)
+}
+
+/// Fails with a clear message when the database is behind this build.
+pub async fn check(client: &Client, database: &str) -> Result<(), SinkError> {
+    let found = applied_version(client, database).await?;
+    let needed = latest_version();
+    if found < needed {
+        return Err(SinkError::SchemaOutdated {
+            database: database.to_owned(),
+            found,
+            needed,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_strictly_increasing_and_rendered() {
+        let mut last = 0;
+        for m in MIGRATIONS {
+            assert!(m.version > last, "migration {} out of order", m.version);
+            last = m.version;
+            for s in m.statements {
+                let sql = render(s, "db1");
+                assert!(!sql.contains("{db}") && !sql.contains("{dedup}"));
+                assert!(sql.contains("`db1`."));
+            }
+        }
+        assert_eq!(latest_version(), last);
+    }
+}

@@ -1,0 +1,255 @@
+//! The `hogstream` binary: CLI wiring only. Each subcommand hands over to a library crate.
+
+mod config;
+
+use std::{
+    io::IsTerminal,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use hogstream_engine::{ClusterConfig, EngineSettings};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hogstream",
+    version,
+    about = "A PostHog-compatible events pipeline: capture → Kafka → timely dataflow → ClickHouse"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it every setting has its default.
+    #[arg(long, short, global = true, env = "HOGSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HOGSTREAM_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ClusterArgs {
+    /// Number of engine processes in the timely cluster.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    processes: usize,
+    /// Index of this process in the cluster (0-based).
+    #[arg(short = 'p', long, default_value_t = 0)]
+    process: usize,
+    /// File with one `host:port` per line, one line per process. Without it, processes use
+    /// 127.0.0.1:2101 and up.
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn to_config(&self) -> Result<ClusterConfig> {
+        if self.process >= self.processes.max(1) {
+            bail!(
+                "--process {} is outside a cluster of {} processes",
+                self.process,
+                self.processes
+            );
+        }
+        let addresses = match &self.hostfile {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read hostfile {}", f.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .take(self.processes)
+                .map(str::to_owned)
+                .collect(),
+            None => (0..self.processes)
+                .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                .collect(),
+        };
+        Ok(ClusterConfig {
+            processes: self.processes,
+            process: self.process,
+            addresses,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture and engine in one process: the whole pipeline.
+    Run {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Only the HTTP capture service.
+    Capture,
+    /// Only the engine (Kafka → ClickHouse), optionally as one process of a timely cluster.
+    Engine {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Create or migrate the ClickHouse schema and the Kafka topics.
+    Migrate,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration, then print it as the engine sees it.
+    Check,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("HOGSTREAM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn engine_settings(config: &Config, cluster: &ClusterArgs) -> Result<EngineSettings> {
+    Ok(EngineSettings {
+        engine: config.engine.clone(),
+        kafka: config.kafka.clone(),
+        clickhouse: config.clickhouse.clone(),
+        teams: config.teams.clone(),
+        cluster: cluster.to_config()?,
+    })
+}
+
+/// Resolves when SIGTERM or SIGINT arrives, and raises `flag` for the engine's threads.
+async fn shutdown_signal(flag: Arc<AtomicBool>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    flag.store(true, Ordering::Relaxed);
+}
+
+/// Runs the engine on its own threads; returns when it has drained.
+fn spawn_engine(
+    settings: EngineSettings,
+    flag: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::task::spawn_blocking(move || hogstream_engine::run(settings, flag).context("engine"))
+}
+
+async fn migrate(config: &Config) -> Result<()> {
+    let client = config.clickhouse.client();
+    let applied = hogstream_sinks::schema::migrate(&client, &config.clickhouse.database)
+        .await
+        .with_context(|| format!("migrating ClickHouse at {}", config.clickhouse.url))?;
+    if applied.is_empty() {
+        println!(
+            "clickhouse: database `{}` is up to date",
+            config.clickhouse.database
+        );
+    } else {
+        println!(
+            "clickhouse: applied migrations {applied:?} to database `{}`",
+            config.clickhouse.database
+        );
+    }
+    let created = hogstream_engine::source::ensure_topics(&config.kafka)
+        .await
+        .with_context(|| format!("creating topics on {}", config.kafka.brokers))?;
+    println!(
+        "kafka: {}",
+        if created.is_empty() {
+            "all topics exist".to_owned()
+        } else {
+            format!("created {}", created.join(", "))
+        }
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let config = Config::load(cli.config.as_deref())?;
+    let flag = Arc::new(AtomicBool::new(false));
+
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            println!("{config:#?}");
+            println!("configuration is valid");
+        }
+        Command::Migrate => migrate(&config).await?,
+        Command::Capture => {
+            hogstream_capture::serve(config.capture.clone(), shutdown_signal(Arc::clone(&flag)))
+                .await
+                .context("capture")?;
+        }
+        Command::Engine { cluster } => {
+            let settings = engine_settings(&config, &cluster)?;
+            // Processes of one cluster may share a host: each takes the next port.
+            let mut address = config.engine.metrics_address;
+            if address.port() != 0 {
+                address.set_port(address.port() + settings.cluster.process as u16);
+            }
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(address)
+                .install()
+                .with_context(|| format!("serving metrics on {address}"))?;
+            let engine = spawn_engine(settings, Arc::clone(&flag));
+            tokio::spawn(shutdown_signal(Arc::clone(&flag)));
+            engine.await.context("engine thread")??;
+        }
+        Command::Run { cluster } => {
+            let settings = engine_settings(&config, &cluster)?;
+            let engine = spawn_engine(settings, Arc::clone(&flag));
+            let signal = shutdown_signal(Arc::clone(&flag));
+            let (engine_down, engine_stopped) = tokio::sync::oneshot::channel::<()>();
+            // Capture serves until a signal, or until the engine stops: accepting events that
+            // nothing processes would hide the engine's failure behind 200s.
+            let capture = tokio::spawn(hogstream_capture::serve(
+                config.capture.clone(),
+                async move {
+                    tokio::select! {
+                        _ = signal => {}
+                        _ = engine_stopped => tracing::error!("the engine stopped; stopping capture"),
+                    }
+                },
+            ));
+            let engine_result = engine.await.context("engine thread").and_then(|r| r);
+            let _ = engine_down.send(());
+            flag.store(true, Ordering::Relaxed);
+            let captured = capture.await.context("capture task")?.context("capture");
+            engine_result?;
+            captured?;
+        }
+    }
+    Ok(())
+}

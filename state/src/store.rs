@@ -1,0 +1,142 @@
+//! The RocksDB instance and its column families.
+
+use std::{path::Path, sync::Arc};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions,
+};
+
+use crate::error::StateError;
+
+const CF_OFFSETS: &str = "offsets";
+/// Column families this build knows; opening creates the missing ones.
+const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS];
+
+/// Where the engine resumes reading one partition: the next offset to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 5);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// One RocksDB instance shared by the workers of a process.
+#[derive(Clone)]
+pub struct StateStore {
+    db: Arc<DB>,
+}
+
+impl StateStore {
+    /// Opens (or creates) the store; `cache_bytes` bounds the shared block cache.
+    pub fn open(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self, StateError> {
+        let path = path.as_ref();
+        let cache = Cache::new_lru_cache(cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        cf_opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let db =
+            DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StateError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
+        // Every name in COLUMN_FAMILIES is created at open, so a missing one is a bug.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} is opened with the store"))
+    }
+
+    /// The stored resume offset of a partition, if any.
+    pub fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StateError> {
+        let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_OFFSETS), offset_key(topic, partition))?
+        else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| StateError::Corrupt {
+            cf: CF_OFFSETS,
+            detail: format!("offset of {topic}/{partition} has {} bytes", v.len()),
+        })?;
+        Ok(Some(i64::from_be_bytes(bytes)))
+    }
+
+    /// Stores resume offsets durably (fsync'd WAL): after this returns, a crash resumes here.
+    pub fn store_offsets<'a>(
+        &self,
+        offsets: impl IntoIterator<Item = &'a PartitionOffset>,
+    ) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_OFFSETS);
+        for o in offsets {
+            batch.put_cf(
+                cf,
+                offset_key(&o.topic, o.partition),
+                o.next_offset.to_be_bytes(),
+            );
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_survive_reopen() {
+        let dir = std::env::temp_dir().join(format!("hs-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = StateStore::open(&dir, 1 << 20).unwrap();
+            assert_eq!(s.offset("t", 0).unwrap(), None);
+            s.store_offsets(&[
+                PartitionOffset {
+                    topic: "t".into(),
+                    partition: 0,
+                    next_offset: 42,
+                },
+                PartitionOffset {
+                    topic: "t".into(),
+                    partition: 1,
+                    next_offset: 7,
+                },
+            ])
+            .unwrap();
+        }
+        let s = StateStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(s.offset("t", 0).unwrap(), Some(42));
+        assert_eq!(s.offset("t", 1).unwrap(), Some(7));
+        assert_eq!(s.offset("t2", 0).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

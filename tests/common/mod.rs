@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests. Every test here runs against the real broker and
+//! the real ClickHouse engine started by `scripts/services.sh`; a missing service fails the
+//! test with a message that says how to start it, never a silent pass.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod pipeline;
+
+use std::{
+    net::{TcpStream, ToSocketAddrs},
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+pub fn brokers() -> String {
+    std::env::var("HOGSTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("HOGSTREAM_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn reachable(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// Panics unless the broker answers on its port.
+pub fn require_kafka() -> String {
+    let b = brokers();
+    let first = b.split(',').next().unwrap_or_default().to_owned();
+    assert!(
+        reachable(&first),
+        "no Kafka broker at {b}: start it with `scripts/services.sh start` (this test needs the real broker)"
+    );
+    b
+}
+
+/// Panics unless ClickHouse answers `/ping`.
+pub fn require_clickhouse() -> String {
+    let url = clickhouse_url();
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        reachable(&host),
+        "no ClickHouse at {url}: start it with `scripts/services.sh start` (this test needs the real engine)"
+    );
+    url
+}
+
+/// A local TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A name no other test or run has used: tests never delete topics (on tansu that wipes all).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `scripts/services.sh <args>` and panics if it fails.
+pub fn services(args: &[&str]) {
+    let status = Command::new("bash")
+        .arg(repo_root().join("scripts/services.sh"))
+        .args(args)
+        .status()
+        .expect("run scripts/services.sh");
+    assert!(status.success(), "scripts/services.sh {args:?} failed");
+}
+
+pub mod capture;

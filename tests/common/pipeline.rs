@@ -1,0 +1,383 @@
+//! A whole pipeline for one test: its own topics, ClickHouse database, data directory and
+//! capture port, running the real `hogstream` binary as separate capture and engine processes so
+//! a test can SIGKILL the engine.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use clickhouse::Client;
+use serde_json::{Value, json};
+
+use super::{free_port, require_clickhouse, require_kafka, unique};
+
+pub const TOKEN: &str = "phc_test_token";
+pub const TEAM_ID: i64 = 42;
+
+pub struct Pipeline {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub database: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub capture_url: String,
+    /// Where `hogstream engine` serves `/metrics`.
+    pub metrics_url: String,
+    pub brokers: String,
+    capture: Mutex<Option<Child>>,
+    engine: Mutex<Option<Child>>,
+    cluster: Mutex<Vec<Child>>,
+    _alone: std::sync::MutexGuard<'static, ()>,
+}
+
+/// One pipeline at a time per test binary: several at once slow tansu (SQLite) until produce
+/// requests time out, librdkafka's idempotent producer then bumps its epoch, and tansu 0.6.0
+/// panics on the bumped epoch (`idempotent_message_check`) and stops serving. Real Kafka does
+/// not; the tests exercise the production producer settings, one pipeline at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+impl Pipeline {
+    /// Writes a config for fresh topics and a fresh database, and migrates them.
+    pub fn new(workers: usize, partitions: i32) -> Self {
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let brokers = require_kafka();
+        let ch = require_clickhouse();
+        let name = unique("e2e");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let topic = format!("{name}_events");
+        let dlq_topic = format!("{name}_dlq");
+        let port = free_port();
+        let metrics_port = free_port();
+        let config = dir.join("hogstream.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[kafka]
+brokers = "{brokers}"
+input_topics = ["{topic}", "{topic}_overflow", "{topic}_historical"]
+dlq_topic = "{dlq_topic}"
+default_partitions = {partitions}
+group_id = "{name}"
+
+[capture]
+bind_address = "127.0.0.1:{port}"
+
+[capture.kafka]
+message_timeout_ms = 60000
+
+[capture.topics]
+main = "{topic}"
+overflow = "{topic}_overflow"
+historical = "{topic}_historical"
+dlq = "{dlq_topic}"
+
+[engine]
+workers = {workers}
+data_dir = "{data}"
+epoch = "50ms"
+shutdown_timeout = "20s"
+metrics_address = "127.0.0.1:{metrics_port}"
+
+[clickhouse]
+url = "{ch}"
+database = "{name}"
+flush_interval = "200ms"
+
+[[teams]]
+id = {TEAM_ID}
+token = "{TOKEN}"
+"#,
+                data = dir.join("engine").display()
+            ),
+        )
+        .unwrap();
+        let p = Pipeline {
+            dir,
+            config,
+            database: name,
+            topic,
+            dlq_topic,
+            capture_url: format!("http://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            brokers,
+            capture: Mutex::new(None),
+            engine: Mutex::new(None),
+            cluster: Mutex::new(Vec::new()),
+            _alone: alone,
+        };
+        let status = p
+            .command(&["migrate"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "hogstream migrate failed");
+        p
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hogstream"));
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("HOGSTREAM_LOG", "warn,hogstream_engine=info");
+        // Tests choose their own endpoints; the environment of the shell must not override them.
+        for v in [
+            "HOGSTREAM_KAFKA_BROKERS",
+            "HOGSTREAM_CLICKHOUSE_URL",
+            "HOGSTREAM_DATA_DIR",
+            "HOGSTREAM_CAPTURE_ADDRESS",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    fn spawn(&self, args: &[&str], log: &str) -> Child {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(log))
+            .unwrap();
+        self.command(args)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn start_capture(&self) {
+        *self.capture.lock().unwrap() = Some(self.spawn(&["capture"], "capture.log"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::blocking::get(format!("{}/_readiness", self.capture_url))
+                && r.status().is_success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "capture did not become ready; see {}",
+            self.dir.join("capture.log").display()
+        );
+    }
+
+    /// SIGTERM to capture and wait until it has flushed and exited.
+    pub fn stop_capture(&self) {
+        let mut child = self
+            .capture
+            .lock()
+            .unwrap()
+            .take()
+            .expect("capture running");
+        signal_term(&child);
+        assert!(
+            child.wait().unwrap().success(),
+            "capture exits cleanly on SIGTERM"
+        );
+    }
+
+    pub fn start_engine(&self) {
+        let mut engine = self.engine.lock().unwrap();
+        assert!(engine.is_none(), "engine already running");
+        *engine = Some(self.spawn(&["engine"], "engine.log"));
+    }
+
+    /// Starts the engine as a timely cluster of `processes` processes, one worker each as
+    /// configured, connected through a hostfile of free local ports.
+    pub fn start_engine_cluster(&self, processes: usize) {
+        let hostfile = self.dir.join("hostfile");
+        let hosts: Vec<String> = (0..processes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        std::fs::write(&hostfile, hosts.join("\n")).unwrap();
+        let mut cluster = self.cluster.lock().unwrap();
+        for i in 0..processes {
+            let (n, p, h) = (
+                processes.to_string(),
+                i.to_string(),
+                hostfile.display().to_string(),
+            );
+            cluster.push(self.spawn(
+                &["engine", "-n", &n, "-p", &p, "--hostfile", &h],
+                &format!("engine-{i}.log"),
+            ));
+        }
+    }
+
+    /// SIGKILL: no drain, no flush, no offset store.
+    pub fn kill_engine(&self) {
+        let mut child = self.engine.lock().unwrap().take().expect("engine running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the graceful exit; returns whether it exited cleanly.
+    pub fn stop_engine(&self) -> bool {
+        let mut child = self.engine.lock().unwrap().take().expect("engine running");
+        signal_term(&child);
+        child.wait().unwrap().success()
+    }
+
+    /// Every engine log of this pipeline, concatenated.
+    pub fn engine_log(&self) -> String {
+        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("engine") && n.ends_with(".log"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}\n{}",
+                    std::fs::read_to_string(self.dir.join(n)).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    pub fn clickhouse(&self) -> Client {
+        Client::default()
+            .with_url(super::clickhouse_url())
+            .with_database(&self.database)
+    }
+
+    /// Sends events through capture's `/batch` and returns the final HTTP status. Like PostHog's
+    /// SDKs, it sends the same events again after a 503 (the broker here can stall under
+    /// load); a retried batch may reach Kafka twice, which the pipeline must deduplicate.
+    pub fn send_batch(&self, events: &[Value]) -> u16 {
+        let body = json!({ "api_key": TOKEN, "batch": events });
+        let client = reqwest::blocking::Client::new();
+        let mut status = 0;
+        for attempt in 0..8 {
+            status = client
+                .post(format!("{}/batch", self.capture_url))
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if status != 503 {
+                break;
+            }
+            eprintln!("capture answered 503 (attempt {attempt}); sending the batch again");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        status
+    }
+
+    /// Runs `sql` returning one UInt64.
+    pub fn query_u64(&self, sql: &str) -> Result<u64, clickhouse::error::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(self.clickhouse().query(sql).fetch_one::<u64>())
+    }
+
+    /// Polls `sql` (one UInt64) until it equals `want` or the timeout passes; returns the last value.
+    pub fn wait_for(&self, sql: &str, want: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut last = 0;
+        while Instant::now() < deadline {
+            if let Ok(v) = self.query_u64(sql) {
+                last = v;
+                if v == want {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        last
+    }
+}
+
+pub fn signal_term(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Lock poisoning must not leave processes behind: a panicking test still cleans up.
+        let take = |m: &Mutex<Option<Child>>| m.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut children: Vec<Child> = self
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        children.extend(take(&self.capture));
+        children.extend(take(&self.engine));
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn event(i: usize, uuid: uuid::Uuid) -> Value {
+    json!({
+        "event": "e2e",
+        "distinct_id": format!("user-{}", i % 97),
+        "uuid": uuid.to_string(),
+        "properties": { "i": i, "$current_url": "https://example.com/e2e" },
+    })
+}
+
+/// `count() * 1e6 + uniqExact(uuid)` of the team's events after deduplication, so one poll
+/// checks both numbers.
+pub fn counts_sql() -> String {
+    format!(
+        "SELECT toUInt64(count() * 1000000 + uniqExact(uuid)) FROM events FINAL WHERE team_id = {TEAM_ID}"
+    )
+}
+
+pub fn assert_exactly_once(p: &Pipeline, n: usize) {
+    let got = p.wait_for(
+        &counts_sql(),
+        n as u64 * 1_000_001,
+        Duration::from_secs(180),
+    );
+    let (count, unique) = (got / 1_000_000, got % 1_000_000);
+    assert_eq!(
+        (count, unique),
+        (n as u64, n as u64),
+        "count() and uniqExact(uuid) in events FINAL; engine log:\n{}",
+        p.engine_log()
+    );
+}
+
+/// Sends `n` events in batches of 50, calling `between(round)` after every `every` batches;
+/// every batch must be answered 200.
+pub fn send_events(p: &Pipeline, n: usize, every: usize, mut between: impl FnMut(usize)) {
+    let mut batch = Vec::new();
+    let mut sent_batches = 0;
+    for i in 0..n {
+        batch.push(event(i, uuid::Uuid::now_v7()));
+        if batch.len() == 50 || i + 1 == n {
+            let status = p.send_batch(&batch);
+            assert_eq!(
+                status, 200,
+                "capture answered {status} to batch {sent_batches}"
+            );
+            batch.clear();
+            sent_batches += 1;
+            if sent_batches % every == 0 {
+                between(sent_batches / every);
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! End to end with the real broker and ClickHouse: events sent through capture land in
+//! ClickHouse exactly once, across SIGKILLs of the engine and a ClickHouse restart; messages the
+//! engine cannot process go to the dead-letter topic with their reason, and the pipeline goes on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pipeline::{Pipeline, assert_exactly_once, send_events};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+};
+
+#[test]
+fn sigkill_of_the_engine_loses_and_duplicates_nothing() {
+    const N: usize = 5000;
+    let p = Pipeline::new(2, 4);
+    p.start_capture();
+    p.start_engine();
+    send_events(&p, N, 15, |round| {
+        if round <= 5 {
+            // Let the engine get some way into the backlog, then kill it mid-flight.
+            std::thread::sleep(Duration::from_millis(200 + 150 * round as u64));
+            p.kill_engine();
+            p.start_engine();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    p.kill_engine();
+    p.start_engine();
+    assert_exactly_once(&p, N);
+    assert!(p.stop_engine(), "graceful stop after the run");
+}
+
+#[test]
+fn clickhouse_outage_mid_load_loses_nothing() {
+    const N: usize = 3000;
+    let p = Pipeline::new(1, 2);
+    p.start_capture();
+    p.start_engine();
+    send_events(&p, N, 20, |round| match round {
+        1 => common::services(&["stop", "clickhouse"]),
+        2 => {
+            // Capture keeps accepting while ClickHouse is away; the engine holds the batches.
+            std::thread::sleep(Duration::from_secs(2));
+            common::services(&["start", "clickhouse"]);
+        }
+        _ => {}
+    });
+    assert_exactly_once(&p, N);
+    assert!(
+        p.engine_log().contains("insert failed"),
+        "the outage was seen and retried"
+    );
+}
+
+#[test]
+fn undecodable_messages_go_to_the_dlq_and_the_rest_goes_on() {
+    let p = Pipeline::new(1, 1);
+    p.start_capture();
+    p.start_engine();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &p.brokers)
+        .create()
+        .unwrap();
+    let bad: [&[u8]; 3] = [b"not json at all", br#"{"uuid":"x"}"#, br#"{"uuid":"00000000-0000-0000-0000-000000000001","distinct_id":"d","ip":"","data":"[1,2]","now":"2026-01-01T00:00:00Z","token":"phc_test_token","event":"e","timestamp":"2026-01-01T00:00:00Z"}"#];
+    for (i, payload) in bad.iter().enumerate() {
+        producer
+            .send(
+                BaseRecord::to(&p.topic)
+                    .key(&format!("bad-{i}"))
+                    .payload(*payload),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    send_events(&p, 100, 1000, |_| {});
+    assert_exactly_once(&p, 100);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &p.brokers)
+        .set("group.id", common::unique("dlq_reader"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&p.dlq_topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while letters.len() < bad.len() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let reason = m
+                .headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "dlq_reason")
+                        .and_then(|h| h.value)
+                })
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            letters.push((m.payload().unwrap_or_default().to_vec(), reason));
+        }
+    }
+    assert_eq!(
+        letters.len(),
+        bad.len(),
+        "every bad message is a dead letter"
+    );
+    for (payload, reason) in &letters {
+        assert!(
+            bad.contains(&payload.as_slice()),
+            "the dead letter keeps the original bytes"
+        );
+        assert!(!reason.is_empty(), "the dead letter says why");
+    }
+    assert!(letters.iter().any(|(_, r)| r.contains("undecodable")));
+    assert!(letters.iter().any(|(_, r)| r.contains("not a JSON object")));
+
+    // The engine's own /metrics show what happened (lag is published every 5 s).
+    let mut metrics = String::new();
+    for _ in 0..60 {
+        metrics = reqwest::blocking::get(&p.metrics_url)
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        if metrics.contains("hogstream_source_lag") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for name in [
+        "hogstream_source_lag",
+        "hogstream_events_in_total",
+        "hogstream_events_out_total",
+        "hogstream_dlq_total",
+        "hogstream_sink_insert_seconds",
+        "hogstream_flush_events",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from {}:\n{metrics}",
+            p.metrics_url
+        );
+    }
+    let dlq_line = metrics
+        .lines()
+        .find(|l| l.starts_with("hogstream_dlq_total"))
+        .unwrap();
+    assert!(
+        dlq_line.ends_with(" 3"),
+        "three dead letters counted: {dlq_line}"
+    );
+}
+
+#[test]
+fn a_two_process_timely_cluster_processes_everything_once() {
+    const N: usize = 2000;
+    let p = Pipeline::new(1, 4);
+    p.start_capture();
+    p.start_engine_cluster(2);
+    send_events(&p, N, 1000, |_| {});
+    assert_exactly_once(&p, N);
+    let log = p.engine_log();
+    assert!(
+        log.contains("peers=2"),
+        "both processes joined one cluster:\n{log}"
+    );
+}
