@@ -72,6 +72,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let per_second: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks / per_second
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -327,26 +344,36 @@ async fn load(url: String, batch: usize) -> (f64, f64, Duration, Duration) {
 
 async fn bench_capture() {
     let (config, topic, _, port) = setup(1);
-    let _capture = Hogstream(hogstream(&config, &["capture"], "capture.log"));
+    let capture = Hogstream(hogstream(&config, &["capture"], "capture.log"));
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(&url).await;
 
     let baseline_topic = format!("{topic}_baseline");
     create_topic(&baseline_topic).await;
     let raw = produce(&baseline_topic, 50_000, 5_000).await;
+    let pid = capture.0.id();
+    let cpu0 = cpu_seconds(pid);
     let (single_eps, single_rps, s50, s99) = load(url.clone(), 1).await;
+    let cpu1 = cpu_seconds(pid);
     let (batch_eps, batch_rps, b50, b99) = load(url, 50).await;
+    let cpu2 = cpu_seconds(pid);
+    let secs = CAPTURE_SECONDS as f64;
+    let (single_core, batch_core) = ((cpu1 - cpu0) / secs, (cpu2 - cpu1) / secs);
     println!(
         "\n## capture ({CONCURRENCY} connections, {CAPTURE_SECONDS} s each, 2 cores shared with the broker)"
     );
-    println!("| what | events/s | requests/s | p50 | p99 |");
-    println!("|---|---|---|---|---|");
-    println!("| baseline: rdkafka produce, no HTTP | {raw:.0} | — | — | — |");
     println!(
-        "| capture, single events `/i/v0/e` | {single_eps:.0} | {single_rps:.0} | {s50:.1?} | {s99:.1?} |"
+        "| what | events/s | requests/s | capture CPU (cores) | events/s per capture core | p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!("| baseline: rdkafka produce, no HTTP | {raw:.0} | — | — | — | — | — |");
+    println!(
+        "| capture, single events `/i/v0/e` | {single_eps:.0} | {single_rps:.0} | {single_core:.2} | {:.0} | {s50:.1?} | {s99:.1?} |",
+        single_eps / single_core.max(0.01)
     );
     println!(
-        "| capture, 50-event gzip `/batch` | {batch_eps:.0} | {batch_rps:.0} | {b50:.1?} | {b99:.1?} |"
+        "| capture, 50-event gzip `/batch` | {batch_eps:.0} | {batch_rps:.0} | {batch_core:.2} | {:.0} | {b50:.1?} | {b99:.1?} |",
+        batch_eps / batch_core.max(0.01)
     );
     println!("ratio batch capture / raw produce: {:.2}", batch_eps / raw);
 }
@@ -420,13 +447,13 @@ async fn count(database: &str, sql: &str) -> u64 {
 }
 
 async fn bench_engine() {
+    // `migrate` in `setup` created the input topic with PARTITIONS partitions.
     let (config, topic, database, _) = setup(2);
-    create_topic(&topic).await;
     let produced = produce(&topic, ENGINE_EVENTS, 5_000).await;
     let base = passthrough(&topic, &database, ENGINE_EVENTS).await;
 
     let started = Instant::now();
-    let _engine = Hogstream(hogstream(&config, &["engine"], "engine.log"));
+    let engine_process = Hogstream(hogstream(&config, &["engine"], "engine.log"));
     let mut last = 0;
     while last < ENGINE_EVENTS as u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,6 +464,7 @@ async fn bench_engine() {
         );
     }
     let engine = ENGINE_EVENTS as f64 / started.elapsed().as_secs_f64();
+    let engine_cpu = cpu_seconds(engine_process.0.id());
     println!(
         "\n## engine ({ENGINE_EVENTS} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process)"
     );
@@ -445,6 +473,10 @@ async fn bench_engine() {
     println!("| filling the topic (rdkafka produce) | {produced:.0} |");
     println!("| baseline: passthrough consume → insert, no processing | {base:.0} |");
     println!("| hogstream engine, Kafka → ClickHouse `events` | {engine:.0} |");
+    println!(
+        "engine CPU: {engine_cpu:.1} s for {ENGINE_EVENTS} events = {:.0} events per engine CPU-second",
+        ENGINE_EVENTS as f64 / engine_cpu.max(0.01)
+    );
     println!(
         "ratio engine / passthrough: {:.2} (engine start-up included)",
         engine / base

@@ -83,7 +83,7 @@ stop_one() { # service, pattern
   local pid
   if pid=$(pid_of "$1" "$2"); then
     kill -TERM "$pid" 2>/dev/null || true
-    wait_until "$1" 40 bash -c "! kill -0 $pid 2>/dev/null" || { log "$1 did not stop in 20 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
+    wait_until "$1" 40 bash -c "! kill -0 $pid 2>/dev/null" || { log "$1 did not stop in 40 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
     log "$1 stopped"
   else
     log "$1 not running"

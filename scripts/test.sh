@@ -11,6 +11,8 @@ cd "$HOGSTREAM_ROOT"
 # broker restarts, which tansu cannot survive (see tests/broker_restart.rs).
 "$HOGSTREAM_ROOT/scripts/services.sh" stop pipeline
 "$HOGSTREAM_ROOT/scripts/services.sh" start all
+# A fresh broker process: one left over from earlier work may be a zombie (see README, tansu).
+"$HOGSTREAM_ROOT/scripts/services.sh" restart kafka
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

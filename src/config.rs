@@ -26,6 +26,8 @@ const ENV_OVERRIDES: &[&str] = &[
     "HOGSTREAM_KAFKA_BROKERS",
     "HOGSTREAM_CLICKHOUSE_URL",
     "HOGSTREAM_CLICKHOUSE_DATABASE",
+    "HOGSTREAM_CLICKHOUSE_USER",
+    "HOGSTREAM_CLICKHOUSE_PASSWORD",
     "HOGSTREAM_CAPTURE_ADDRESS",
     "HOGSTREAM_ENGINE_WORKERS",
     "HOGSTREAM_DATA_DIR",
@@ -63,6 +65,8 @@ impl Config {
                 }
                 "HOGSTREAM_CLICKHOUSE_URL" => self.clickhouse.url = v,
                 "HOGSTREAM_CLICKHOUSE_DATABASE" => self.clickhouse.database = v,
+                "HOGSTREAM_CLICKHOUSE_USER" => self.clickhouse.user = Some(v),
+                "HOGSTREAM_CLICKHOUSE_PASSWORD" => self.clickhouse.password = Some(v),
                 "HOGSTREAM_CAPTURE_ADDRESS" => {
                     self.capture.bind_address = v.parse().with_context(|| {
                         format!("{name}={v} is not an address like 127.0.0.1:8010")
@@ -133,5 +137,16 @@ mod tests {
         assert!(err.to_string().contains("HOGSTREAM_ENGINE_WORKERS=many"));
         c.engine.workers = 0;
         assert!(c.validate().unwrap_err().to_string().contains("workers"));
+    }
+
+    #[test]
+    fn printed_configuration_hides_the_clickhouse_password() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "HOGSTREAM_CLICKHOUSE_PASSWORD").then(|| "s3cret".to_owned()))
+            .unwrap();
+        assert_eq!(c.clickhouse.password.as_deref(), Some("s3cret"));
+        let printed = format!("{c:#?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<redacted>"));
     }
 }

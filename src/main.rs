@@ -1,6 +1,10 @@
-//! The `hogstream` binary: CLI wiring only. Each subcommand hands over to a library crate.
+//! The `hogstream` binary: CLI wiring, handing each service subcommand over to a library crate,
+//! and the operator tools (`replay`, `dlq`) in their own modules.
 
 mod config;
+mod dlq;
+mod kafka_tools;
+mod replay;
 
 use std::{
     io::IsTerminal,
@@ -101,6 +105,17 @@ enum Command {
     },
     /// Create or migrate the ClickHouse schema and the Kafka topics.
     Migrate,
+    /// Re-process a topic range: re-produce it into the engine's main input topic (idempotent).
+    ///
+    /// Re-reads a range of a topic and re-produces the selected messages (value, key, headers
+    /// unchanged) into the engine's main input topic, so the pipeline processes them again.
+    /// Idempotent: the pipeline deduplicates events by uuid (ReplacingMergeTree + FINAL).
+    Replay(replay::ReplayArgs),
+    /// Dead letters in `[kafka] dlq_topic`: list, show, and redrive them once.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -207,6 +222,8 @@ async fn main() -> Result<()> {
             println!("configuration is valid");
         }
         Command::Migrate => migrate(&config).await?,
+        Command::Replay(args) => replay::run(&config, args).await?,
+        Command::Dlq { command } => dlq::run(&config, command).await?,
         Command::Capture => {
             hogstream_capture::serve(config.capture.clone(), shutdown_signal(Arc::clone(&flag)))
                 .await

@@ -162,3 +162,39 @@ async fn errors_carry_the_clickhouse_exception_code() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_corrupted_compressed_block_is_refused_and_inserts_nothing() {
+    let c = client();
+    let t = table(&c).await;
+    // One LZ4-framed block whose checksum is wrong: 16 checksum bytes, method 0x82, sizes, data.
+    let data = b"\x00\x11";
+    let mut block = vec![0xAB; 16];
+    block.push(0x82);
+    block.extend_from_slice(&((9 + data.len()) as u32).to_le_bytes());
+    block.extend_from_slice(&4u32.to_le_bytes());
+    block.extend_from_slice(data);
+    let query = format!("INSERT INTO {t} (id, kind, at, body, version) FORMAT RowBinary");
+    let response = reqwest::Client::new()
+        .post(common::clickhouse_url())
+        .query(&[("query", query.as_str()), ("decompress", "1")])
+        .body(block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    assert_eq!(
+        response
+            .headers()
+            .get("X-ClickHouse-Exception-Code")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("40".to_owned()),
+        "CHECKSUM_DOESNT_MATCH"
+    );
+    let n: u64 = c
+        .query(&format!("SELECT count() FROM {t}"))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}

@@ -132,6 +132,7 @@ fn undecodable_messages_go_to_the_dlq_and_the_rest_goes_on() {
         std::thread::sleep(Duration::from_millis(250));
     }
     for name in [
+        "hogstream_clickhouse_up 1",
         "hogstream_source_lag",
         "hogstream_events_in_total",
         "hogstream_events_out_total",
@@ -167,5 +168,30 @@ fn a_two_process_timely_cluster_processes_everything_once() {
     assert!(
         log.contains("peers=2"),
         "both processes joined one cluster:\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_under_load_drains_and_loses_nothing() {
+    const N: usize = 3000;
+    let p = Pipeline::new(2, 4);
+    p.start_capture();
+    p.start_engine();
+    send_events(&p, N, 15, |round| {
+        if round <= 3 {
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                p.stop_engine(),
+                "the engine exits cleanly on SIGTERM under load"
+            );
+            p.start_engine();
+        }
+    });
+    assert_exactly_once(&p, N);
+    assert!(p.stop_engine());
+    let log = p.engine_log();
+    assert!(
+        log.matches("drained and stored every offset").count() >= 2 * 4,
+        "every worker of every stopped engine drained (2 workers x 4 stops):\n{log}"
     );
 }

@@ -12,7 +12,8 @@ pub const MAX_DISTINCT_ID_CHARS: usize = 200;
 ///
 /// Non-strings are JSON-stringified (`23` → `"23"`), NUL becomes U+FFFD so the id stays valid
 /// text everywhere downstream, and missing, null, empty or whitespace-only ids are refused
-/// (newest PostHog; legacy Django accepted null).
+/// (newest PostHog; legacy Django accepted null), including ids that are whitespace-only once
+/// truncated to [`MAX_DISTINCT_ID_CHARS`].
 pub fn resolve_distinct_id(event: &RawEvent) -> Result<String, CaptureError> {
     let value = match &event.distinct_id {
         None | Some(Value::Null) => match event.properties.get("distinct_id") {
@@ -30,10 +31,12 @@ pub fn resolve_distinct_id(event: &RawEvent) -> Result<String, CaptureError> {
     } else {
         text
     };
+    // Truncate first: an id whose first 200 characters are blank would be stored blank.
+    let text = truncate_chars(text, MAX_DISTINCT_ID_CHARS);
     if text.trim().is_empty() {
         return Err(CaptureError::MissingDistinctId);
     }
-    Ok(truncate_chars(text, MAX_DISTINCT_ID_CHARS))
+    Ok(text)
 }
 
 fn truncate_chars(text: String, max: usize) -> String {
@@ -123,6 +126,22 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    /// Regression: the blank check ran before truncation, so 200 spaces and an `x` passed and
+    /// were stored as 200 spaces.
+    #[test]
+    fn ids_blank_once_truncated_are_refused() {
+        let id = format!("{}x", " ".repeat(200));
+        assert_eq!(
+            resolve(json!({"event":"e","distinct_id":id})),
+            Err(CaptureError::MissingDistinctId)
+        );
+        let id = format!("{}x", " ".repeat(199));
+        assert_eq!(
+            resolve(json!({"event":"e","distinct_id":id.clone()})),
+            Ok(id)
+        );
     }
 
     #[test]

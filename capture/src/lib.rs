@@ -12,6 +12,9 @@ pub mod config;
 pub mod distinct_id;
 pub mod error;
 pub mod event;
+/// The `cargo fuzz` entry point (`capture/fuzz`, `scripts/fuzz.sh`); not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 pub mod limiter;
 pub mod metrics;

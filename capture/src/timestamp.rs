@@ -59,10 +59,21 @@ fn parse_epoch(s: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis as i64)
 }
 
+/// Years RFC 3339 can write. A `sent_at` outside them is ignored: the Kafka message carries it as
+/// RFC 3339 text, and PostHog's own parser (the `time` crate) cannot represent it either.
+const RFC3339_YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
+
+/// A batch body's `sent_at`: any date [`parse_date`] reads, within RFC 3339's years; anything
+/// else is ignored, as an unparseable `sent_at` is in PostHog.
+pub fn parse_sent_at(text: &str) -> Option<DateTime<Utc>> {
+    parse_date(text).filter(|t| RFC3339_YEARS.contains(&t.year()))
+}
+
 /// The `_` query parameter posthog-js sends: `sent_at` in milliseconds.
 ///
 /// Newest PostHog reads it as milliseconds only and ignores values that land in 2020 or before,
-/// which is what an SDK sending seconds produces (legacy Python guessed the unit instead).
+/// which is what an SDK sending seconds produces (legacy Python guessed the unit instead), or
+/// after year 9999.
 pub fn sent_at_from_query(raw: &str) -> Option<DateTime<Utc>> {
     let raw = raw.trim();
     let millis = match raw.parse::<i64>() {
@@ -75,7 +86,8 @@ pub fn sent_at_from_query(raw: &str) -> Option<DateTime<Utc>> {
             f as i64
         }
     };
-    DateTime::from_timestamp_millis(millis).filter(|t| t.year() > 2020)
+    DateTime::from_timestamp_millis(millis)
+        .filter(|t| t.year() > 2020 && RFC3339_YEARS.contains(&t.year()))
 }
 
 /// Computes the stored timestamp of an event.
@@ -304,5 +316,25 @@ mod tests {
         assert_eq!(sent_at_from_query("1600000000000"), None);
         assert_eq!(sent_at_from_query("soon"), None);
         assert_eq!(sent_at_from_query("1e400"), None);
+    }
+
+    /// Regression (cargo fuzz, `decode_payload`): a `sent_at` beyond year 9999, or before year
+    /// 0, was kept and written to Kafka as `+255479-…`/`-0013-…`, which is not RFC 3339.
+    #[test]
+    fn sent_at_outside_rfc3339_years_is_ignored() {
+        assert_eq!(sent_at_from_query("8000000000000000"), None);
+        assert_eq!(
+            sent_at_from_query("253402300799999"),
+            Some(t("9999-12-31T23:59:59.999Z"))
+        );
+        assert_eq!(parse_sent_at("-013-06-01T11:00:00Z"), None);
+        assert_eq!(parse_sent_at("8000000000000000"), None);
+        assert_eq!(parse_sent_at("+10000-01-01T00:00:00Z"), None);
+        assert_eq!(
+            parse_sent_at("0000-01-01T00:00:00Z"),
+            Some(t("0000-01-01T00:00:00Z"))
+        );
+        assert_eq!(parse_sent_at("2026-03-01T12:00:00Z"), Some(t(NOW)));
+        assert_eq!(parse_sent_at("soon"), None);
     }
 }

@@ -18,9 +18,13 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Partitions given to topics the engine creates because they are missing.
     pub default_partitions: i32,
-    /// Consumer group under which offsets are also committed to Kafka, for monitoring only:
-    /// the engine resumes from the offsets it stores itself.
+    /// Replication factor of topics the engine creates.
+    pub replication_factor: i32,
+    /// Consumer group under which offsets are also committed to Kafka, for monitoring and as a
+    /// resume fallback: the engine resumes from the later of this and its own stored offsets.
     pub group_id: String,
+    /// Further librdkafka settings for every engine client (e.g. `security.protocol`).
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -34,7 +38,9 @@ impl Default for KafkaConfig {
             ],
             dlq_topic: topics::DLQ.into(),
             default_partitions: 8,
+            replication_factor: 1,
             group_id: "hogstream-engine".into(),
+            extra: Default::default(),
         }
     }
 }

@@ -73,7 +73,10 @@ pub fn run(settings: EngineSettings, shutdown: Arc<AtomicBool>) -> Result<(), En
         settings.clickhouse.clone(),
         sink_stopped,
     ))?;
-    let dlq = DeadLetterProducer::new(&settings.kafka.brokers, &settings.kafka.dlq_topic)?;
+    let dlq = DeadLetterProducer::new(
+        source::client_config(&settings.kafka),
+        &settings.kafka.dlq_topic,
+    )?;
     let state_dir = settings
         .engine
         .data_dir

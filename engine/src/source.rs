@@ -45,9 +45,18 @@ impl ConsumerContext for LagContext {}
 
 pub type SourceConsumer = BaseConsumer<LagContext>;
 
+/// A librdkafka configuration with the brokers and the user's `extra` settings.
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    for (k, v) in &config.extra {
+        c.set(k, v);
+    }
+    c
+}
+
 pub fn consumer(config: &KafkaConfig) -> Result<SourceConsumer, EngineError> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+    Ok(client_config(config)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -59,9 +68,7 @@ pub fn consumer(config: &KafkaConfig) -> Result<SourceConsumer, EngineError> {
 
 /// Creates the input and dead-letter topics that do not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, EngineError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
     let metadata = admin.inner().fetch_metadata(None, METADATA_TIMEOUT)?;
     let existing: Vec<&str> = metadata
         .topics()
@@ -80,7 +87,13 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, EngineEr
     }
     let new: Vec<NewTopic> = wanted
         .iter()
-        .map(|t| NewTopic::new(t, config.default_partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                config.default_partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
         .collect();
     let mut created = Vec::new();
     for result in admin.create_topics(&new, &AdminOptions::new()).await? {
@@ -120,8 +133,11 @@ pub fn assigned_partitions(
         .collect())
 }
 
-/// Assigns `partitions` at their resume offsets: the local store first, then the group's Kafka
-/// commit, then the beginning of the partition.
+/// Assigns `partitions` at their resume offsets: the later of the local store and the group's
+/// Kafka commit, else the beginning of the partition. Both are safe lower bounds: the group is
+/// only ever committed after the owning process stored the same offset durably, so the later one
+/// is the newest offset known to be fully processed, even after the partition moved between
+/// processes and back.
 pub fn assign(
     consumer: &SourceConsumer,
     store: &StateStore,
@@ -139,16 +155,17 @@ pub fn assign(
     let mut tpl = TopicPartitionList::new();
     let mut resume = HashMap::new();
     for (t, p) in partitions {
-        let offset = match store.offset(t, *p)? {
-            Some(o) => Offset::Offset(o),
-            None => match committed.find_partition(t, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            },
+        let group = match committed.find_partition(t, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
         };
-        if let Offset::Offset(o) = offset {
-            resume.insert((t.clone(), *p), o);
-        }
+        let offset = match store.offset(t, *p)?.max(group) {
+            Some(o) => {
+                resume.insert((t.clone(), *p), o);
+                Offset::Offset(o)
+            }
+            None => Offset::Beginning,
+        };
         tpl.add_partition_offset(t, *p, offset)?;
     }
     consumer.assign(&tpl)?;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::{error::SinkError, schema};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseConfig {
     /// HTTP address of ClickHouse (or of the project's chDB front).
@@ -48,6 +48,24 @@ impl Default for ClickHouseConfig {
             max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// Like the derived form, with the password hidden: configurations get printed and logged.
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("max_rows", &self.max_rows)
+            .field("max_bytes", &self.max_bytes)
+            .field("flush_interval", &self.flush_interval)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
     }
 }
 
@@ -143,6 +161,7 @@ impl ClickHouseSink {
             let started = std::time::Instant::now();
             match self.insert_once(table, rows, token).await {
                 Ok(()) => {
+                    metrics::gauge!("hogstream_clickhouse_up").set(1.0);
                     metrics::histogram!("hogstream_sink_insert_seconds", "table" => table)
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!("hogstream_sink_batch_rows", "table" => table)

@@ -32,9 +32,9 @@ pub struct DeadLetterProducer {
 }
 
 impl DeadLetterProducer {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, SinkError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    /// `client` carries the brokers and any site settings; delivery settings are added here.
+    pub fn new(mut client: ClientConfig, topic: &str) -> Result<Self, SinkError> {
+        let producer = client
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -24,11 +24,12 @@ pub struct Migration {
     pub statements: &'static [&'static str],
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "posthog tables",
-    statements: &[
-        r"CREATE TABLE IF NOT EXISTS {db}.events (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "posthog tables",
+        statements: &[
+            r"CREATE TABLE IF NOT EXISTS {db}.events (
             uuid UUID,
             event String,
             properties String CODEC(ZSTD(3)),
@@ -67,7 +68,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         PARTITION BY toYYYYMM(timestamp)
         ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))
         SETTINGS non_replicated_deduplication_window = {dedup}",
-        r"CREATE TABLE IF NOT EXISTS {db}.person (
+            r"CREATE TABLE IF NOT EXISTS {db}.person (
             id UUID,
             created_at DateTime64(3, 'UTC'),
             team_id Int64,
@@ -79,7 +80,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (team_id, id)
         SETTINGS non_replicated_deduplication_window = {dedup}",
-        r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id2 (
+            r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id2 (
             team_id Int64,
             distinct_id String,
             person_id UUID,
@@ -89,7 +90,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (team_id, distinct_id)
         SETTINGS index_granularity = 512, non_replicated_deduplication_window = {dedup}",
-        r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id_overrides (
+            r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id_overrides (
             team_id Int64,
             distinct_id String,
             person_id UUID,
@@ -99,7 +100,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (team_id, distinct_id)
         SETTINGS index_granularity = 512, non_replicated_deduplication_window = {dedup}",
-        r"CREATE TABLE IF NOT EXISTS {db}.groups (
+            r"CREATE TABLE IF NOT EXISTS {db}.groups (
             group_type_index UInt8,
             group_key String,
             created_at DateTime64(3, 'UTC'),
@@ -110,14 +111,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (team_id, group_type_index, group_key)
         SETTINGS non_replicated_deduplication_window = {dedup}",
-        r"CREATE TABLE IF NOT EXISTS {db}.group_type_mapping (
+            r"CREATE TABLE IF NOT EXISTS {db}.group_type_mapping (
             team_id Int64,
             group_type String,
             group_type_index UInt8,
             version UInt64
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (team_id, group_type)",
-        r"CREATE TABLE IF NOT EXISTS {db}.ingestion_warnings (
+            r"CREATE TABLE IF NOT EXISTS {db}.ingestion_warnings (
             team_id Int64,
             source LowCardinality(String),
             type LowCardinality(String),
@@ -128,8 +129,24 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         PARTITION BY toYYYYMM(timestamp)
         ORDER BY (team_id, toHour(timestamp), type, source, timestamp)
         SETTINGS non_replicated_deduplication_window = {dedup}",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "dead-letter redrive ledger",
+        // One row per dead letter `hogstream dlq redrive` re-produced, written after Kafka
+        // acknowledged it: a second redrive of the same entry is refused unless forced.
+        statements: &[r"CREATE TABLE IF NOT EXISTS {db}.dlq_redrives (
+            topic String,
+            `partition` Int32,
+            `offset` Int64,
+            redriven_at DateTime64(6, 'UTC'),
+            into_topic String,
+            payload_replaced UInt8
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (topic, `partition`, `offset`)"],
+    },
+];
 
 /// The migration version this build needs.
 pub fn latest_version() -> u32 {

@@ -43,6 +43,11 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 impl Pipeline {
     /// Writes a config for fresh topics and a fresh database, and migrates them.
     pub fn new(workers: usize, partitions: i32) -> Self {
+        Self::with_teams(workers, partitions, &[])
+    }
+
+    /// Like [`Pipeline::new`], with `(id, token)` teams configured besides [`TEAM_ID`].
+    pub fn with_teams(workers: usize, partitions: i32, extra_teams: &[(i64, &str)]) -> Self {
         let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let brokers = require_kafka();
         let ch = require_clickhouse();
@@ -92,8 +97,12 @@ flush_interval = "200ms"
 [[teams]]
 id = {TEAM_ID}
 token = "{TOKEN}"
-"#,
-                data = dir.join("engine").display()
+{more_teams}"#,
+                data = dir.join("engine").display(),
+                more_teams = extra_teams
+                    .iter()
+                    .map(|(id, token)| format!("\n[[teams]]\nid = {id}\ntoken = \"{token}\"\n"))
+                    .collect::<String>(),
             ),
         )
         .unwrap();
@@ -136,6 +145,16 @@ token = "{TOKEN}"
             c.env_remove(v);
         }
         c
+    }
+
+    /// Runs `hogstream <args>` with this pipeline's configuration to completion and returns its
+    /// exit status and output (stderr holds errors without backtraces).
+    pub fn hogstream(&self, args: &[&str]) -> std::process::Output {
+        self.command(args)
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     fn spawn(&self, args: &[&str], log: &str) -> Child {
@@ -254,7 +273,12 @@ token = "{TOKEN}"
     /// SDKs, it sends the same events again after a 503 (the broker here can stall under
     /// load); a retried batch may reach Kafka twice, which the pipeline must deduplicate.
     pub fn send_batch(&self, events: &[Value]) -> u16 {
-        let body = json!({ "api_key": TOKEN, "batch": events });
+        self.send_batch_with_token(TOKEN, events)
+    }
+
+    /// [`Pipeline::send_batch`] with another project token.
+    pub fn send_batch_with_token(&self, token: &str, events: &[Value]) -> u16 {
+        let body = json!({ "api_key": token, "batch": events });
         let client = reqwest::blocking::Client::new();
         let mut status = 0;
         for attempt in 0..8 {
@@ -281,6 +305,16 @@ token = "{TOKEN}"
             .build()
             .unwrap();
         rt.block_on(self.clickhouse().query(sql).fetch_one::<u64>())
+    }
+
+    /// Runs a statement that returns nothing (DDL, `TRUNCATE`, ...).
+    pub fn execute(&self, sql: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(self.clickhouse().query(sql).execute())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Polls `sql` (one UInt64) until it equals `want` or the timeout passes; returns the last value.

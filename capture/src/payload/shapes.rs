@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::CaptureError;
-use crate::timestamp::parse_date;
+use crate::timestamp::parse_sent_at;
 
 /// The events of one request and the request-level fields that apply to all of them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -15,7 +15,8 @@ pub struct ParsedRequest {
     /// The `/batch` body's `api_key`/`token`, which wins over the events' own tokens.
     pub token: Option<String>,
     pub historical_migration: bool,
-    /// The `/batch` body's `sent_at`; unparseable values are ignored, as in PostHog.
+    /// The `/batch` body's `sent_at`; unparseable values and years outside 0..=9999 are ignored,
+    /// as in PostHog.
     pub sent_at: Option<DateTime<Utc>>,
 }
 
@@ -68,7 +69,7 @@ fn parse_object(text: &str, allow_engage: bool) -> Result<ParsedRequest, Capture
                 .sent_at
                 .as_ref()
                 .and_then(Value::as_str)
-                .and_then(parse_date),
+                .and_then(parse_sent_at),
         });
     }
     let single_err = match serde_json::from_str::<RawEvent>(text) {
@@ -136,6 +137,19 @@ mod tests {
         assert_eq!(got.token.as_deref(), Some("phc_y"));
         assert!(got.events.is_empty());
         assert_eq!(got.sent_at, None);
+    }
+
+    /// Regression (cargo fuzz, `decode_payload`): chrono reads the signed year `-013`, and the
+    /// message then carried `sent_at` "-0013-06-01T11:00:00.000000Z", which is not RFC 3339.
+    #[test]
+    fn batch_sent_at_outside_rfc3339_years_is_ignored() {
+        let got = parse_body(
+            r#"{"api_key":"phc_fuzz","histn":true,"sent_at":"-013-06-01T11:00:00Z","batch":[{"event":"old","distinct_id":"u1","timestamp":"2026-03okiedess","dist":{"$cookieapture_internal":true}}]}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(got.sent_at, None);
+        assert_eq!(got.events.len(), 1);
     }
 
     #[test]
