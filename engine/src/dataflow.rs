@@ -244,8 +244,18 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
     });
 
     let mut ledger = OffsetLedger::default();
-    let mut epoch: Epoch = 0;
-    let mut tick = Instant::now();
+    // Epochs count wall-clock periods since the Unix epoch, so every worker of every process
+    // numbers them alike: a worker that starts late then does not sit a fixed number of epochs
+    // ahead of the frontier (which would hold it in backpressure for good).
+    let epoch_ms = engine.epoch.as_millis().max(1);
+    let wall_epoch = || {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Epoch::try_from(ms / epoch_ms).unwrap_or(Epoch::MAX - 1)
+    };
+    let mut epoch: Epoch = wall_epoch();
+    input.advance_to(epoch);
     while !shared.shutdown.load(Ordering::Relaxed) {
         let acked = probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
         commit(&shared.store, &consumer, &ledger.take_before(acked))?;
@@ -269,11 +279,11 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
         } else {
             metrics::counter!("hogstream_backpressure_total").increment(1);
         }
-        if tick.elapsed() >= engine.epoch {
+        let now = wall_epoch();
+        if now > epoch {
             ledger.close_epoch(epoch);
-            epoch += 1;
+            epoch = now;
             input.advance_to(epoch);
-            tick = Instant::now();
         }
         if read == 0 {
             worker.step_or_park(Some(Duration::from_millis(2)));
