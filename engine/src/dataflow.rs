@@ -11,7 +11,7 @@
 //! from there, at least once, and the idempotent sink makes the replay harmless.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,7 +21,7 @@ use std::{
 };
 
 use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, OutputBatch};
-use hogstream_state::{PartitionOffset, StateStore};
+use hogstream_state::{PartitionOffset, StateStore, persons::PendingWrites};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer},
@@ -37,8 +37,8 @@ use timely::{
 };
 
 use crate::{
-    config::EngineSettings, error::EngineError, normalize::Rules, persons::PersonlessStage,
-    process::Processor, record::SourceRecord, source, teams::Teams,
+    config::EngineSettings, error::EngineError, normalize::Rules, process::Processor,
+    record::SourceRecord, source, teams::Teams,
 };
 
 /// What the workers of one process share.
@@ -55,10 +55,29 @@ pub struct Shared {
 
 type Epoch = u64;
 
+/// What one process step hands the sink: rows, and the person-state writes to commit once
+/// those rows are stored.
+#[derive(Clone, Default)]
+struct WorkBatch {
+    out: OutputBatch,
+    state: Vec<PendingWrites>,
+}
+
+/// A batch being written: its capability is released, and its state committed, only when it
+/// and every batch before it are stored.
+struct Inflight {
+    id: u64,
+    /// Held only to be dropped: that releases the batch's oldest epoch.
+    _cap: Capability<Epoch>,
+    state: Vec<PendingWrites>,
+    stored: bool,
+}
+
 /// Batches output of the worker and writes it to ClickHouse off the worker thread; holds the
-/// oldest epoch of each batch until the write is acknowledged.
+/// oldest epoch of each batch until the write is acknowledged and the batch's person state is
+/// committed, in batch order (state must never run ahead of what ClickHouse holds).
 fn clickhouse_sink<'s>(
-    stream: Stream<'s, Epoch, Vec<OutputBatch>>,
+    stream: Stream<'s, Epoch, Vec<WorkBatch>>,
     shared: &Arc<Shared>,
 ) -> Stream<'s, Epoch, Vec<()>> {
     let scope = stream.scope();
@@ -73,14 +92,16 @@ fn clickhouse_sink<'s>(
         // The buffer's oldest epoch is all that must be held: a batch is acknowledged whole.
         let mut held: Option<Capability<Epoch>> = None;
         let mut since: Option<Instant> = None;
-        let mut inflight: HashMap<u64, Capability<Epoch>> = HashMap::new();
+        let mut state: Vec<PendingWrites> = Vec::new();
+        let mut inflight: VecDeque<Inflight> = VecDeque::new();
         let mut next_id = 0u64;
 
         move |(input, frontier), _output| {
             input.for_each_stamp(|cap, data| {
                 for container in data {
                     for batch in container.drain(..) {
-                        buffer.append(batch);
+                        buffer.append(batch.out);
+                        state.extend(batch.state);
                     }
                 }
                 if let Some(c) = cap.retain_least(0)
@@ -91,9 +112,21 @@ fn clickhouse_sink<'s>(
                 since.get_or_insert_with(Instant::now);
             });
             while let Ok(id) = ack_rx.try_recv() {
-                inflight.remove(&id);
+                if let Some(b) = inflight.iter_mut().find(|b| b.id == id) {
+                    b.stored = true;
+                }
             }
-            if buffer.is_empty() {
+            while inflight.front().is_some_and(|b| b.stored) {
+                let done = inflight.pop_front().expect("checked");
+                if let Err(e) = done.state.iter().try_for_each(|w| w.commit(&shared.store)) {
+                    // The capability stays held, so nothing from this batch on is committed.
+                    tracing::error!(error = %e, "cannot commit person state; stopping");
+                    shared.shutdown.store(true, Ordering::Relaxed);
+                    inflight.push_front(done);
+                    return;
+                }
+            }
+            if buffer.is_empty() && state.is_empty() {
                 return;
             }
             let waited = since.map_or(Duration::ZERO, |t| t.elapsed());
@@ -107,7 +140,7 @@ fn clickhouse_sink<'s>(
                 let Some(cap) = held.take() else { return };
                 let id = next_id;
                 next_id += 1;
-                inflight.insert(id, cap);
+                inflight.push_back(Inflight { id, _cap: cap, state: std::mem::take(&mut state), stored: false });
                 metrics::histogram!("hogstream_flush_events").record(batch.events.len() as f64);
                 let (sink, dlq, ack, woken) = (shared.sink.clone(), shared.dlq.clone(), ack_tx.clone(), Arc::clone(&woken));
                 shared.runtime.spawn(async move {
@@ -216,24 +249,27 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
     let mut processor = Processor::new(
         Arc::clone(&shared.teams),
         Arc::clone(&shared.rules),
-        Box::new(PersonlessStage),
-    );
+        shared.store.clone(),
+    )?;
     let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
         let batches = stream
             .exchange(|r: &SourceRecord| r.route)
-            .unary::<CapacityContainerBuilder<Vec<OutputBatch>>, _, _, _>(
+            .unary::<CapacityContainerBuilder<Vec<WorkBatch>>, _, _, _>(
                 Pipeline,
                 "process",
                 move |_cap, _info| {
                     move |input, output| {
                         input.for_each_stamp(|cap, data| {
-                            let mut out = OutputBatch::default();
+                            let mut work = WorkBatch::default();
                             for container in data {
-                                processor.process(container.drain(..), &mut out);
+                                let writes = processor.process(container.drain(..), &mut work.out);
+                                if !writes.is_empty() {
+                                    work.state.push(writes);
+                                }
                             }
-                            if !out.is_empty() {
-                                output.session(&cap).give(out);
+                            if !work.out.is_empty() || !work.state.is_empty() {
+                                output.session(&cap).give(work);
                             }
                         });
                     }

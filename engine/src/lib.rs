@@ -6,7 +6,6 @@ pub mod config;
 pub mod dataflow;
 pub mod error;
 pub mod normalize;
-pub mod persons;
 pub mod process;
 pub mod record;
 pub mod source;

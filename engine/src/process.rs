@@ -1,24 +1,46 @@
-//! The per-worker processing stage: records in, rows and dead letters out.
+//! The per-worker processing stage: records in, rows, dead letters and person-state writes out.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use hogstream_sinks::{
     DeadLetter, OutputBatch,
-    rows::{EventRow, IngestionWarningRow},
+    rows::{
+        EventRow, GroupRow, GroupTypeMappingRow, IngestionWarningRow, PersonDistinctIdRow,
+        PersonRow, person_mode,
+    },
 };
+use hogstream_state::{
+    StateStore,
+    persons::{Changes, EventPerson, PendingWrites, PersonEvent, PersonMode, PersonState},
+};
+use serde_json::Value;
 
 use crate::{
+    error::EngineError,
     normalize::{NormalizedEvent, Outcome, Rules, Warning, normalize},
-    persons::{PersonStage, PersonView},
     record::SourceRecord,
     teams::Teams,
 };
 
+/// Row versions: microseconds since the epoch, strictly growing within a worker, so the
+/// latest write of a row wins in ReplacingMergeTree, across restarts too.
+#[derive(Default)]
+struct Versions(u64);
+
+impl Versions {
+    fn next(&mut self) -> u64 {
+        let now = u64::try_from(Utc::now().timestamp_micros()).unwrap_or_default();
+        self.0 = now.max(self.0 + 1);
+        self.0
+    }
+}
+
 pub struct Processor {
     teams: Arc<Teams>,
     rules: Arc<Rules>,
-    persons: Box<dyn PersonStage>,
+    persons: PersonState,
+    versions: Versions,
 }
 
 fn warning_row(w: Warning) -> IngestionWarningRow {
@@ -33,14 +55,24 @@ fn warning_row(w: Warning) -> IngestionWarningRow {
 
 fn event_row(
     record: &SourceRecord,
-    e: NormalizedEvent,
-    person: PersonView,
+    mut e: NormalizedEvent,
+    person: EventPerson,
     version: u64,
 ) -> EventRow {
+    if e.process_person {
+        for (index, key) in person.groups {
+            e.properties
+                .insert(format!("$group_{index}"), Value::String(key));
+        }
+    } else {
+        for index in 0..hogstream_state::persons::MAX_GROUP_TYPES {
+            e.properties.remove(&format!("$group_{index}"));
+        }
+    }
     EventRow {
         uuid: e.uuid,
         event: e.event,
-        properties: serde_json::Value::Object(e.properties).to_string(),
+        properties: Value::Object(e.properties).to_string(),
         timestamp: e.timestamp,
         team_id: e.team_id,
         distinct_id: e.distinct_id,
@@ -48,8 +80,12 @@ fn event_row(
         created_at: Utc::now(),
         person_id: person.id,
         person_created_at: person.created_at,
-        person_properties: person.properties,
-        person_mode: person.mode,
+        person_properties: Value::Object(person.properties).to_string(),
+        person_mode: match person.mode {
+            PersonMode::Full => person_mode::FULL,
+            PersonMode::ForceUpgrade => person_mode::FORCE_UPGRADE,
+            PersonMode::Propertyless => person_mode::PROPERTYLESS,
+        },
         _timestamp: u32::try_from(record.timestamp_ms / 1000).unwrap_or_default(),
         _offset: u64::try_from(record.offset).unwrap_or_default(),
         _partition: u32::try_from(record.partition).unwrap_or_default(),
@@ -57,25 +93,51 @@ fn event_row(
     }
 }
 
+fn dead_letter(record: SourceRecord, reason: String, step: &'static str) -> DeadLetter {
+    tracing::warn!(
+        topic = record.topic,
+        partition = record.partition,
+        offset = record.offset,
+        reason,
+        step,
+        "dead letter"
+    );
+    DeadLetter {
+        source_topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key,
+        payload: record.payload,
+        reason,
+        step,
+    }
+}
+
 impl Processor {
-    pub fn new(teams: Arc<Teams>, rules: Arc<Rules>, persons: Box<dyn PersonStage>) -> Self {
-        Self {
+    pub fn new(
+        teams: Arc<Teams>,
+        rules: Arc<Rules>,
+        store: StateStore,
+    ) -> Result<Self, EngineError> {
+        let persons = PersonState::new(store, teams.declared_group_types())?;
+        Ok(Self {
             teams,
             rules,
             persons,
-        }
+            versions: Versions::default(),
+        })
     }
 
-    /// Processes `records` into `out`. Never fails: what cannot be processed becomes a dead
-    /// letter and the records around it go on.
+    /// Processes `records` into `out` and returns the person-state writes to commit once `out`
+    /// is stored. Never fails: what cannot be processed becomes a dead letter and the records
+    /// around it go on.
     pub fn process(
         &mut self,
         records: impl IntoIterator<Item = SourceRecord>,
         out: &mut OutputBatch,
-    ) {
-        // Microseconds since the epoch: grows with every write of a row across restarts.
-        let version = u64::try_from(Utc::now().timestamp_micros()).unwrap_or_default();
-        let (mut seen, mut stored) = (0u64, 0u64);
+    ) -> PendingWrites {
+        let mut events = Vec::new();
+        let mut seen = 0u64;
         for record in records {
             seen += 1;
             match normalize(
@@ -84,13 +146,9 @@ impl Processor {
                 &self.teams,
                 &self.rules,
             ) {
-                Outcome::Event(mut event, warnings) => {
+                Outcome::Event(event, warnings) => {
                     out.warnings.extend(warnings.into_iter().map(warning_row));
-                    let person = self.persons.process(&mut event, out);
-                    let row = event_row(&record, event, person, version);
-                    out.bytes += row.properties.len() + row.person_properties.len() + 128;
-                    out.events.push(row);
-                    stored += 1;
+                    events.push((record, event));
                 }
                 Outcome::Dropped { reason, warning } => {
                     metrics::counter!("hogstream_events_dropped_total", "reason" => reason)
@@ -98,35 +156,111 @@ impl Processor {
                     out.warnings.extend(warning.map(warning_row));
                 }
                 Outcome::DeadLetter(reason) => {
-                    tracing::warn!(
-                        topic = record.topic,
-                        partition = record.partition,
-                        offset = record.offset,
-                        reason,
-                        "dead letter"
-                    );
                     out.bytes += record.payload.len();
-                    out.dead_letters.push(DeadLetter {
-                        source_topic: record.topic,
-                        partition: record.partition,
-                        offset: record.offset,
-                        key: record.key,
-                        payload: record.payload,
-                        reason,
-                        step: "normalize",
-                    });
+                    out.dead_letters
+                        .push(dead_letter(record, reason, "normalize"));
                 }
             }
         }
         metrics::counter!("hogstream_events_in_total").increment(seen);
+
+        let person_events: Vec<PersonEvent> = events
+            .iter()
+            .map(|(_, e)| {
+                PersonEvent::from_event(
+                    e.team_id,
+                    e.uuid,
+                    e.timestamp,
+                    &e.distinct_id,
+                    &e.event,
+                    &e.properties,
+                    e.process_person,
+                )
+            })
+            .collect();
+        let processed = match self.persons.process(&person_events) {
+            Ok(p) => p,
+            Err(err) => {
+                // Nothing of this batch touched state; its events wait in the DLQ for a redrive.
+                tracing::error!(error = %err, events = events.len(), "person state failed");
+                for (record, _) in events {
+                    out.bytes += record.payload.len();
+                    out.dead_letters.push(dead_letter(
+                        record,
+                        format!("person state: {err}"),
+                        "persons",
+                    ));
+                }
+                return PendingWrites::default();
+            }
+        };
+
+        let version = self.versions.next();
+        let stored = events.len() as u64;
+        for ((record, event), person) in events.into_iter().zip(processed.events) {
+            let row = event_row(&record, event, person, version);
+            out.bytes += row.properties.len() + row.person_properties.len() + 128;
+            out.events.push(row);
+        }
+        self.change_rows(processed.changes, out);
         metrics::counter!("hogstream_events_processed_total").increment(stored);
+        processed.writes
+    }
+
+    fn change_rows(&mut self, changes: Changes, out: &mut OutputBatch) {
+        for p in changes.persons.persons {
+            let properties = Value::Object(p.person.properties).to_string();
+            out.bytes += properties.len() + 64;
+            out.persons.push(PersonRow {
+                id: p.person.id,
+                created_at: p.person.created_at,
+                team_id: p.team_id,
+                properties,
+                is_identified: i8::from(p.person.is_identified),
+                is_deleted: i8::from(p.is_deleted),
+                version: self.versions.next(),
+            });
+        }
+        let id_row = |d: hogstream_state::persons::DistinctIdChange, v: u64| PersonDistinctIdRow {
+            team_id: d.team_id,
+            distinct_id: d.distinct_id,
+            person_id: d.person_id,
+            is_deleted: 0,
+            version: i64::try_from(v).unwrap_or(i64::MAX),
+        };
+        for d in changes.persons.distinct_ids {
+            let v = self.versions.next();
+            out.distinct_ids.push(id_row(d, v));
+        }
+        for d in changes.persons.overrides {
+            let v = self.versions.next();
+            out.overrides.push(id_row(d, v));
+        }
+        for g in changes.groups {
+            out.groups.push(GroupRow {
+                group_type_index: g.group_type_index,
+                group_key: g.group_key,
+                created_at: g.created_at,
+                team_id: g.team_id,
+                group_properties: Value::Object(g.properties).to_string(),
+                version: self.versions.next(),
+            });
+        }
+        for t in changes.group_types {
+            out.group_type_mappings.push(GroupTypeMappingRow {
+                team_id: t.team_id,
+                group_type: t.group_type,
+                group_type_index: t.group_type_index,
+                version: self.versions.next(),
+            });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{persons::PersonlessStage, teams::Team};
+    use crate::teams::Team;
     use hogstream_event::{CapturedEvent, ids::person_uuid};
     use uuid::Uuid;
 
@@ -143,35 +277,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_bad_record_becomes_a_dead_letter_and_its_neighbours_go_on() {
+    fn captured(n: u128, did: &str, event: &str, data: &str) -> Vec<u8> {
+        serde_json::to_vec(&CapturedEvent {
+            uuid: Uuid::from_u128(n),
+            distinct_id: did.into(),
+            ip: String::new(),
+            data: data.into(),
+            now: "2026-01-01T00:00:00Z".into(),
+            sent_at: None,
+            token: "tok".into(),
+            event: event.into(),
+            timestamp: format!("2026-01-01T00:00:0{n}Z"),
+            is_cookieless_mode: false,
+            historical_migration: false,
+        })
+        .unwrap()
+    }
+
+    fn processor(name: &str) -> Processor {
         let teams = Arc::new(
             Teams::new(vec![Team {
                 id: 9,
                 token: "tok".into(),
+                group_types: vec!["company".into()],
                 ..Default::default()
             }])
             .unwrap(),
         );
-        let mut p = Processor::new(teams, Arc::new(Rules::default()), Box::new(PersonlessStage));
-        let good = |n: u128| {
-            serde_json::to_vec(&CapturedEvent {
-                uuid: Uuid::from_u128(n),
-                distinct_id: "d".into(),
-                ip: String::new(),
-                data: r#"{"event":"e","properties":{"k":1}}"#.into(),
-                now: "2026-01-01T00:00:00Z".into(),
-                sent_at: None,
-                token: "tok".into(),
-                event: "e".into(),
-                timestamp: "2026-01-01T00:00:00Z".into(),
-                is_cookieless_mode: false,
-                historical_migration: false,
-            })
-            .unwrap()
-        };
+        let dir = std::env::temp_dir().join(format!("hs-process-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = StateStore::open(&dir, 1 << 20).unwrap();
+        Processor::new(teams, Arc::new(Rules::default()), store).unwrap()
+    }
+
+    #[test]
+    fn a_bad_record_becomes_a_dead_letter_and_its_neighbours_go_on() {
+        let mut p = processor("dlq");
+        let good = |n: u128| captured(n, "d", "e", r#"{"event":"e","properties":{"k":1}}"#);
         let mut out = OutputBatch::default();
-        p.process(
+        let writes = p.process(
             vec![
                 record(1, good(1)),
                 record(2, b"{broken".to_vec()),
@@ -179,16 +323,59 @@ mod tests {
             ],
             &mut out,
         );
+        assert!(!writes.is_empty(), "the person of `d` is new state");
         assert_eq!(out.events.len(), 2);
         assert_eq!(out.events[0].uuid, Uuid::from_u128(1));
         assert_eq!(out.events[1]._offset, 3);
         assert_eq!(out.events[0]._partition, 3);
         assert_eq!(out.events[0].team_id, 9);
         assert_eq!(out.events[0].person_id, person_uuid(9, "d"));
+        assert_eq!(out.events[0].person_mode, person_mode::FULL);
         assert_eq!(out.events[0].properties, r#"{"k":1}"#);
         assert_eq!(out.dead_letters.len(), 1);
         assert_eq!(out.dead_letters[0].offset, 2);
         assert_eq!(out.dead_letters[0].payload, b"{broken");
         assert!(out.dead_letters[0].reason.contains("undecodable"));
+        assert_eq!(out.persons.len(), 1);
+        assert_eq!(out.distinct_ids.len(), 1);
+    }
+
+    #[test]
+    fn events_carry_their_person_groups_and_merges_write_overrides() {
+        let mut p = processor("persons");
+        let mut out = OutputBatch::default();
+        p.process(
+            vec![
+                record(1, captured(1, "anon", "$pageview", r#"{"properties":{"$set":{"plan":"free"},"$groups":{"company":"acme","other":"x"}}}"#)),
+                record(2, captured(2, "user", "$identify", r#"{"properties":{"$anon_distinct_id":"anon"}}"#)),
+                record(3, captured(3, "loner", "$pageview", r#"{"properties":{"$process_person_profile":false,"$group_0":"leak"}}"#)),
+            ],
+            &mut out,
+        );
+        let anon = person_uuid(9, "anon");
+        assert!(out.events[..2].iter().all(|e| e.person_id == anon));
+        let first: serde_json::Value = serde_json::from_str(&out.events[0].properties).unwrap();
+        assert_eq!(first["$group_0"], "acme");
+        assert!(
+            first.get("$group_1").is_none(),
+            "undeclared types get no index"
+        );
+        let person: serde_json::Value =
+            serde_json::from_str(&out.events[1].person_properties).unwrap();
+        assert_eq!(person["plan"], "free");
+        assert_eq!(out.events[2].person_mode, person_mode::PROPERTYLESS);
+        assert!(!out.events[2].properties.contains("$group_0"));
+        // A merge in a new process lifetime also re-states anon's own mapping; what matters is
+        // that every override points at the surviving person and `user` has one.
+        assert!(out.overrides.iter().all(|o| o.person_id == anon));
+        assert!(out.overrides.iter().any(|o| o.distinct_id == "user"));
+        assert_eq!(out.group_type_mappings.len(), 1);
+        let mut versions: Vec<u64> = out.persons.iter().map(|r| r.version).collect();
+        versions.dedup();
+        assert_eq!(
+            versions.len(),
+            out.persons.len(),
+            "every row has its own version"
+        );
     }
 }

@@ -12,7 +12,7 @@ pub struct SourceRecord {
     /// Kafka message time, ms since the epoch.
     pub timestamp_ms: i64,
     pub key: Option<Vec<u8>>,
-    /// Hash of `token:distinct_id`, so every event of one identity meets on one worker.
+    /// Hash of the team token, so every event of one team meets its person state.
     pub route: u64,
     /// Capture's `force_disable_person_processing` header.
     pub force_personless: bool,

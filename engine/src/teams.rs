@@ -18,6 +18,11 @@ pub struct Team {
     /// `$ip` is removed from the team's events.
     #[serde(default)]
     pub anonymize_ips: bool,
+    /// The team's group types, index = position (at most five). When set, indices never
+    /// depend on arrival order and other types are ignored; when empty, types get indices at
+    /// first sight.
+    #[serde(default)]
+    pub group_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -33,6 +38,8 @@ pub enum TeamsError {
     DuplicateId(i64),
     #[error("team {0} has an empty token")]
     EmptyToken(i64),
+    #[error("team {0} declares {1} group types; PostHog allows at most 5, each once")]
+    GroupTypes(i64, usize),
 }
 
 impl Teams {
@@ -46,6 +53,12 @@ impl Teams {
             if !ids.insert(t.id) {
                 return Err(TeamsError::DuplicateId(t.id));
             }
+            let distinct: std::collections::HashSet<&String> = t.group_types.iter().collect();
+            if t.group_types.len() > hogstream_state::persons::MAX_GROUP_TYPES
+                || distinct.len() != t.group_types.len()
+            {
+                return Err(TeamsError::GroupTypes(t.id, t.group_types.len()));
+            }
             if by_token.contains_key(&t.token) {
                 return Err(TeamsError::DuplicateToken(t.token));
             }
@@ -56,6 +69,15 @@ impl Teams {
 
     pub fn by_token(&self, token: &str) -> Option<&Team> {
         self.by_token.get(token)
+    }
+
+    /// Group types of the teams that declare them.
+    pub fn declared_group_types(&self) -> HashMap<i64, Vec<String>> {
+        self.by_token
+            .values()
+            .filter(|t| !t.group_types.is_empty())
+            .map(|t| (t.id, t.group_types.clone()))
+            .collect()
     }
 }
 

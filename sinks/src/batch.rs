@@ -17,6 +17,8 @@ pub struct OutputBatch {
     pub events: Vec<EventRow>,
     pub persons: Vec<PersonRow>,
     pub distinct_ids: Vec<PersonDistinctIdRow>,
+    /// Distinct ids whose person is not their own UUIDv5 (same columns).
+    pub overrides: Vec<PersonDistinctIdRow>,
     pub groups: Vec<GroupRow>,
     pub group_type_mappings: Vec<GroupTypeMappingRow>,
     pub warnings: Vec<IngestionWarningRow>,
@@ -45,6 +47,7 @@ impl OutputBatch {
         self.events.is_empty()
             && self.persons.is_empty()
             && self.distinct_ids.is_empty()
+            && self.overrides.is_empty()
             && self.groups.is_empty()
             && self.group_type_mappings.is_empty()
             && self.warnings.is_empty()
@@ -55,6 +58,7 @@ impl OutputBatch {
         self.events.append(&mut other.events);
         self.persons.append(&mut other.persons);
         self.distinct_ids.append(&mut other.distinct_ids);
+        self.overrides.append(&mut other.overrides);
         self.groups.append(&mut other.groups);
         self.group_type_mappings
             .append(&mut other.group_type_mappings);
@@ -91,13 +95,12 @@ impl OutputBatch {
         });
         sink.insert("person_distinct_id2", &self.distinct_ids, &ids)
             .await?;
-        let overrides: Vec<_> = self
-            .distinct_ids
-            .iter()
-            .filter(|r| r.version > 0)
-            .cloned()
-            .collect();
-        sink.insert("person_distinct_id_overrides", &overrides, &ids)
+        let overrides = token("person_distinct_id_overrides", &self.overrides, |h, r| {
+            h.update(&r.team_id.to_le_bytes());
+            h.update(r.distinct_id.as_bytes());
+            h.update(&r.version.to_le_bytes());
+        });
+        sink.insert("person_distinct_id_overrides", &self.overrides, &overrides)
             .await?;
 
         let mappings = token("group_type_mapping", &self.group_type_mappings, |h, r| {

@@ -53,7 +53,7 @@ pub struct PersonRow {
     pub version: u64,
 }
 
-/// One row of `person_distinct_id2`, and of `person_distinct_id_overrides` when `version > 0`.
+/// One row of `person_distinct_id2` or of `person_distinct_id_overrides` (same columns).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct PersonDistinctIdRow {
     pub team_id: i64,

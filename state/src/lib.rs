@@ -1,8 +1,8 @@
-//! RocksDB-backed state of the hogstream engine: source offsets now, persons, distinct ids and
-//! groups as they land. Everything one process keeps lives in one RocksDB instance, so offsets
-//! and state can be written in the same atomic `WriteBatch`.
+//! RocksDB-backed state of the hogstream engine: source offsets, and person, distinct-id and
+//! group state. Everything one process keeps lives in one RocksDB instance.
 
 pub mod error;
+pub mod persons;
 pub mod store;
 
 pub use error::StateError;

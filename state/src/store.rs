@@ -9,8 +9,10 @@ use rocksdb::{
 use crate::error::StateError;
 
 const CF_OFFSETS: &str = "offsets";
+/// Person, distinct-id and group records (see `persons`).
+pub(crate) const CF_PERSONS: &str = "persons";
 /// Column families this build knows; opening creates the missing ones.
-const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS];
+const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS, CF_PERSONS];
 
 /// Where the engine resumes reading one partition: the next offset to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,35 @@ impl StateStore {
                 offset_key(&o.topic, o.partition),
                 o.next_offset.to_be_bytes(),
             );
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+}
+
+impl StateStore {
+    /// One person-state record.
+    pub(crate) fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.db.get_cf(self.cf(CF_PERSONS), key)?)
+    }
+
+    /// Writes person-state records (`None` deletes) atomically and durably.
+    pub(crate) fn write_state(
+        &self,
+        writes: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StateError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let cf = self.cf(CF_PERSONS);
+        let mut batch = WriteBatch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);

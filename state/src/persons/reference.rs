@@ -1,0 +1,269 @@
+//! The reference semantics of DESIGN.md, written as plainly as possible and used only by
+//! tests: every event of a team, sorted by stamp, applied one by one to persons whose
+//! properties are per-key registers. It shares nothing with the production path but the
+//! input parsing (`PersonEvent`, `effective_merge`) and the UUIDv5 rule.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use hogstream_event::ids::person_uuid;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::input::{MergeKind, PersonEvent, Stamp};
+
+/// A person of the final state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalPerson {
+    pub properties: Map<String, Value>,
+    pub is_identified: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A group of the final state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalGroup {
+    pub properties: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The state the guarantee compares: persons, distinct id → person, distinct ids whose person
+/// is not their own UUIDv5 (overrides), and groups by (type name, key).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FinalState {
+    pub persons: BTreeMap<(i64, Uuid), FinalPerson>,
+    pub distinct_ids: BTreeMap<(i64, String), Uuid>,
+    pub overrides: BTreeMap<(i64, String), Uuid>,
+    pub groups: BTreeMap<(i64, String, String), FinalGroup>,
+}
+
+#[derive(Debug, Clone)]
+struct Person {
+    uuid: Uuid,
+    created: Stamp,
+    is_identified: bool,
+    /// Latest write per key; `None` is an `$unset`.
+    set: HashMap<String, (Stamp, Option<Value>)>,
+    /// Earliest write per key.
+    set_once: HashMap<String, (Stamp, Value)>,
+}
+
+impl Person {
+    fn new(team_id: i64, did: &str, e: &PersonEvent) -> Self {
+        let mut p = Self {
+            uuid: person_uuid(team_id, did),
+            created: e.stamp,
+            is_identified: false,
+            set: HashMap::new(),
+            set_once: HashMap::new(),
+        };
+        p.set_once.insert(
+            "$creator_event_uuid".into(),
+            (e.stamp, Value::String(e.stamp.uuid().to_string())),
+        );
+        p
+    }
+
+    /// Events arrive in stamp order, so a `$set` simply overwrites and a `$set_once` fills
+    /// only what is empty.
+    fn apply(&mut self, e: &PersonEvent) {
+        for (k, v) in &e.set {
+            if !e.unset.contains(k) {
+                self.set.insert(k.clone(), (e.stamp, Some(v.clone())));
+            }
+        }
+        for k in &e.unset {
+            self.set.insert(k.clone(), (e.stamp, None));
+        }
+        for (k, v) in &e.set_once {
+            self.set_once
+                .entry(k.clone())
+                .or_insert((e.stamp, v.clone()));
+        }
+    }
+
+    /// A merge joins registers: the later `$set` and the earlier `$set_once` win.
+    fn absorb(&mut self, other: Person) {
+        for (k, (s, v)) in other.set {
+            if self.set.get(&k).is_none_or(|(mine, _)| *mine < s) {
+                self.set.insert(k, (s, v));
+            }
+        }
+        for (k, (s, v)) in other.set_once {
+            if self.set_once.get(&k).is_none_or(|(mine, _)| *mine > s) {
+                self.set_once.insert(k, (s, v));
+            }
+        }
+        self.created = self.created.min(other.created);
+    }
+
+    fn properties(&self) -> Map<String, Value> {
+        let mut keys: Vec<&String> = self.set.keys().chain(self.set_once.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|k| match self.set.get(k) {
+                Some((_, Some(v))) => Some((k.clone(), v.clone())),
+                Some((_, None)) => None,
+                None => Some((k.clone(), self.set_once[k].1.clone())),
+            })
+            .collect()
+    }
+}
+
+/// A group's `created` stamp and latest write per key.
+type GroupRegisters = (Stamp, HashMap<String, (Stamp, Value)>);
+
+#[derive(Default)]
+struct Team {
+    persons: Vec<Option<Person>>,
+    person_of: HashMap<String, usize>,
+    /// Group type name, key → (created, latest write per key).
+    groups: BTreeMap<(String, String), GroupRegisters>,
+}
+
+impl Team {
+    fn create(&mut self, team_id: i64, dids: &[&str], e: &PersonEvent) -> usize {
+        self.persons.push(Some(Person::new(team_id, dids[0], e)));
+        let idx = self.persons.len() - 1;
+        for d in dids {
+            self.person_of.insert((*d).to_owned(), idx);
+        }
+        idx
+    }
+
+    fn live(&mut self, idx: usize) -> &mut Person {
+        self.persons[idx].as_mut().expect("live")
+    }
+
+    fn event(&mut self, e: &PersonEvent) {
+        if !e.process_person {
+            return;
+        }
+        let me = e.distinct_id.as_str();
+        let target = match e.effective_merge() {
+            None => match self.person_of.get(me) {
+                Some(&p) => p,
+                None => self.create(e.team_id, &[me], e),
+            },
+            Some((kind, other)) => {
+                let into = self.person_of.get(me).copied();
+                let from = self.person_of.get(other).copied();
+                let p = match (into, from) {
+                    (None, None) => self.create(e.team_id, &[me, other], e),
+                    (Some(p), None) => {
+                        self.person_of.insert(other.to_owned(), p);
+                        p
+                    }
+                    (None, Some(o)) => {
+                        self.person_of.insert(me.to_owned(), o);
+                        o
+                    }
+                    (Some(p), Some(o)) if p == o => p,
+                    (Some(p), Some(o)) => {
+                        let refused =
+                            self.live(o).is_identified && kind != MergeKind::MergeDangerously;
+                        if !refused {
+                            let gone = self.persons[o].take().expect("live");
+                            for idx in self.person_of.values_mut() {
+                                if *idx == o {
+                                    *idx = p;
+                                }
+                            }
+                            self.live(p).absorb(gone);
+                        }
+                        p
+                    }
+                };
+                self.live(p).is_identified = true;
+                p
+            }
+        };
+        self.live(target).apply(e);
+    }
+
+    fn group_identify(&mut self, e: &PersonEvent) {
+        let Some(gi) = e.group_identify.as_ref().filter(|_| e.process_person) else {
+            return;
+        };
+        let g = self
+            .groups
+            .entry((gi.group_type.clone(), gi.group_key.clone()))
+            .or_insert((e.stamp, HashMap::new()));
+        for (k, v) in &gi.set {
+            g.1.insert(k.clone(), (e.stamp, v.clone()));
+        }
+    }
+}
+
+/// The final state of applying `events` in the reference order.
+pub fn final_state(events: &[PersonEvent]) -> FinalState {
+    let mut sorted: Vec<&PersonEvent> = events.iter().collect();
+    sorted.sort_by(|a, b| (a.stamp, &a.distinct_id).cmp(&(b.stamp, &b.distinct_id)));
+    let mut teams: BTreeMap<i64, Team> = BTreeMap::new();
+    for e in sorted {
+        let team = teams.entry(e.team_id).or_default();
+        team.event(e);
+        team.group_identify(e);
+    }
+    let mut out = FinalState::default();
+    for (team_id, team) in teams {
+        for p in team.persons.iter().flatten() {
+            out.persons.insert(
+                (team_id, p.uuid),
+                FinalPerson {
+                    properties: p.properties(),
+                    is_identified: p.is_identified,
+                    created_at: p.created.timestamp(),
+                },
+            );
+        }
+        for (did, &idx) in &team.person_of {
+            let uuid = team.persons[idx].as_ref().expect("live").uuid;
+            out.distinct_ids.insert((team_id, did.clone()), uuid);
+            if uuid != person_uuid(team_id, did) {
+                out.overrides.insert((team_id, did.clone()), uuid);
+            }
+        }
+        for ((t, k), (created, props)) in team.groups {
+            out.groups.insert(
+                (team_id, t, k),
+                FinalGroup {
+                    properties: props
+                        .into_iter()
+                        .map(|(k, (_, v))| (k, v))
+                        .collect::<BTreeMap<_, _>>()
+                        .into_iter()
+                        .collect(),
+                    created_at: created.timestamp(),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// A small deterministic generator (splitmix64) for generated histories, orders and batchings:
+/// the same seed gives the same test on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}

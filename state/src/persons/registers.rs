@@ -1,0 +1,172 @@
+//! Person properties as per-key registers whose join is commutative, associative and
+//! idempotent, so any order of writes (and any repeat after a crash) gives the same result.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::input::Stamp;
+
+/// Values are kept as JSON text: the store's encoding needs no self-describing format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registers {
+    /// `$set` / `$unset`: the latest stamp wins; `None` is an `$unset` tombstone.
+    set: BTreeMap<String, (Stamp, Option<String>)>,
+    /// `$set_once`: the earliest stamp wins.
+    set_once: BTreeMap<String, (Stamp, String)>,
+}
+
+fn join_latest<V: Clone>(slot: &mut BTreeMap<String, (Stamp, V)>, key: &str, stamp: Stamp, v: V) {
+    match slot.get_mut(key) {
+        Some(cur) if cur.0 >= stamp => {}
+        Some(cur) => *cur = (stamp, v),
+        None => {
+            slot.insert(key.to_owned(), (stamp, v));
+        }
+    }
+}
+
+fn join_earliest(slot: &mut BTreeMap<String, (Stamp, String)>, key: &str, stamp: Stamp, v: String) {
+    match slot.get_mut(key) {
+        Some(cur) if cur.0 <= stamp => {}
+        Some(cur) => *cur = (stamp, v),
+        None => {
+            slot.insert(key.to_owned(), (stamp, v));
+        }
+    }
+}
+
+impl Registers {
+    /// Applies one event's writes. Within an event `$unset` beats `$set`.
+    pub fn write(
+        &mut self,
+        stamp: Stamp,
+        set: &Map<String, Value>,
+        set_once: &Map<String, Value>,
+        unset: &[String],
+    ) {
+        for key in unset {
+            join_latest(&mut self.set, key, stamp, None);
+        }
+        for (key, value) in set {
+            if !unset.contains(key) {
+                join_latest(&mut self.set, key, stamp, Some(value.to_string()));
+            }
+        }
+        for (key, value) in set_once {
+            join_earliest(&mut self.set_once, key, stamp, value.to_string());
+        }
+    }
+
+    pub fn write_once(&mut self, stamp: Stamp, key: &str, value: &Value) {
+        join_earliest(&mut self.set_once, key, stamp, value.to_string());
+    }
+
+    pub fn join(&mut self, other: &Registers) {
+        for (key, (stamp, v)) in &other.set {
+            join_latest(&mut self.set, key, *stamp, v.clone());
+        }
+        for (key, (stamp, v)) in &other.set_once {
+            join_earliest(&mut self.set_once, key, *stamp, v.clone());
+        }
+    }
+
+    /// The visible properties, sorted by key: the `$set` register when written (a tombstone
+    /// hides the key), else the `$set_once` one.
+    pub fn visible(&self) -> Map<String, Value> {
+        let mut keys: Vec<&String> = self.set.keys().chain(self.set_once.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let parse = |s: &str| serde_json::from_str(s).unwrap_or(Value::Null);
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = match self.set.get(k) {
+                    Some((_, Some(v))) => parse(v),
+                    Some((_, None)) => return None,
+                    None => parse(&self.set_once.get(k)?.1),
+                };
+                Some((k.clone(), v))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn s(ts: i64) -> Stamp {
+        Stamp { ts_us: ts, uuid: 0 }
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn writes_commute_and_repeat_harmlessly() {
+        let writes = [
+            (
+                s(1),
+                obj(json!({"a": 1, "b": 1})),
+                obj(json!({"c": 1})),
+                vec![],
+            ),
+            (
+                s(2),
+                obj(json!({"a": 2})),
+                obj(json!({"c": 2, "d": 2})),
+                vec!["b".to_string()],
+            ),
+            (s(3), obj(json!({"b": 3})), obj(json!({})), vec![]),
+        ];
+        let apply = |order: &[usize]| {
+            let mut r = Registers::default();
+            for &i in order {
+                let (st, set, once, unset) = &writes[i];
+                r.write(*st, set, once, unset);
+            }
+            r
+        };
+        let a = apply(&[0, 1, 2]);
+        assert_eq!(a, apply(&[2, 1, 0]));
+        assert_eq!(a, apply(&[1, 2, 0, 1, 2]));
+        assert_eq!(a.visible(), obj(json!({"a": 2, "b": 3, "c": 1, "d": 2})));
+    }
+
+    #[test]
+    fn a_tombstone_hides_a_set_once_and_unset_beats_set_in_one_event() {
+        let mut r = Registers::default();
+        r.write(
+            s(5),
+            &obj(json!({"k": 1})),
+            &obj(json!({"k": 0})),
+            &["k".into()],
+        );
+        assert_eq!(r.visible(), Map::new());
+        r.write(s(6), &Map::new(), &obj(json!({"k": 9})), &[]);
+        assert_eq!(
+            r.visible(),
+            Map::new(),
+            "the earlier tombstone still hides k"
+        );
+        r.write(s(7), &obj(json!({"k": 2})), &Map::new(), &[]);
+        assert_eq!(r.visible(), obj(json!({"k": 2})));
+    }
+
+    #[test]
+    fn join_is_the_same_as_writing_both() {
+        let mut a = Registers::default();
+        a.write(s(1), &obj(json!({"x": "a"})), &obj(json!({"y": "a"})), &[]);
+        let mut b = Registers::default();
+        b.write(s(2), &obj(json!({"x": "b"})), &obj(json!({"y": "b"})), &[]);
+        let mut ab = a.clone();
+        ab.join(&b);
+        let mut ba = b.clone();
+        ba.join(&a);
+        assert_eq!(ab, ba);
+        assert_eq!(ab.visible(), obj(json!({"x": "b", "y": "a"})));
+    }
+}

@@ -1,0 +1,454 @@
+//! The person stage over RocksDB: applies a batch of events, resolves the touched components,
+//! and returns each event's person, the row changes, and the state writes.
+//!
+//! State in RocksDB only ever reflects output that ClickHouse acknowledged: a batch's writes
+//! are held (and visible to later batches through an overlay) until the sink has stored the
+//! batch's rows and calls [`PendingWrites::commit`]. After a crash, the events since the last
+//! commit are read again, applied to the acknowledged state, and their rows emitted again.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use hogstream_event::ids::person_uuid;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{
+    component::{Component, PersonChanges, Resolved},
+    groups::{GroupState, GroupTypes},
+    input::PersonEvent,
+};
+use crate::{StateError, StateStore};
+
+/// PostHog's `person_created_at` for personless events: 1970-01-01 00:00:05 UTC.
+pub fn personless_created_at() -> DateTime<Utc> {
+    Utc.timestamp_opt(5, 0).single().unwrap_or_default()
+}
+
+/// PostHog's `person_mode` of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonMode {
+    Full,
+    /// A personless event whose distinct id already has a person.
+    ForceUpgrade,
+    Propertyless,
+}
+
+/// The person as one event knows it ("persons on events").
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPerson {
+    pub id: Uuid,
+    pub properties: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub mode: PersonMode,
+    /// `$group_N` properties for the event: (index, group key).
+    pub groups: Vec<(u8, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupChange {
+    pub team_id: i64,
+    pub group_type_index: u8,
+    pub group_key: String,
+    pub properties: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupTypeChange {
+    pub team_id: i64,
+    pub group_type: String,
+    pub group_type_index: u8,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub persons: PersonChanges,
+    pub groups: Vec<GroupChange>,
+    pub group_types: Vec<GroupTypeChange>,
+}
+
+/// State writes of one batch, to be committed once its rows are stored. Committing a clone
+/// again is harmless: the writes are the same values.
+#[derive(Debug, Default, Clone)]
+pub struct PendingWrites {
+    seq: u64,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    committed: Option<Arc<AtomicU64>>,
+}
+
+impl PendingWrites {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Writes the batch's state durably. Batches of one stage must be committed in the order
+    /// they were produced.
+    pub fn commit(&self, store: &StateStore) -> Result<(), StateError> {
+        store.write_state(&self.writes)?;
+        if let Some(c) = &self.committed {
+            c.fetch_max(self.seq, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// Output of [`PersonState::process`].
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// One per input event, in order.
+    pub events: Vec<EventPerson>,
+    pub changes: Changes,
+    pub writes: PendingWrites,
+}
+
+const COMPONENT: u8 = b'c';
+const INDEX: u8 = b'i';
+const GROUP_TYPES: u8 = b't';
+const GROUP: u8 = b'g';
+/// The last process lifetime that opened the person state.
+const GENERATION: &[u8] = b"G";
+
+fn key(kind: u8, team_id: i64, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + rest.len());
+    k.push(kind);
+    k.extend_from_slice(&team_id.to_be_bytes());
+    k.extend_from_slice(rest);
+    k
+}
+
+fn group_key(team_id: i64, index: u8, group_key: &str) -> Vec<u8> {
+    let mut rest = vec![index];
+    rest.extend_from_slice(group_key.as_bytes());
+    key(GROUP, team_id, &rest)
+}
+
+type CompKey = (i64, String);
+
+/// What one batch loaded and changed.
+#[derive(Default)]
+struct Work {
+    comps: HashMap<CompKey, Component>,
+    touched: BTreeSet<CompKey>,
+    removed: Vec<CompKey>,
+    /// Index changes: `None` when the distinct id is its component's id.
+    index: HashMap<CompKey, Option<String>>,
+    types: HashMap<i64, GroupTypes>,
+    types_dirty: BTreeSet<i64>,
+    groups: HashMap<(i64, u8, String), GroupState>,
+}
+
+/// Person and group state of the teams this worker owns.
+pub struct PersonState {
+    store: StateStore,
+    declared: HashMap<i64, Vec<String>>,
+    generation: u64,
+    overlay: HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
+    queue: VecDeque<(u64, Vec<u8>)>,
+    seq: u64,
+    committed: Arc<AtomicU64>,
+}
+
+impl PersonState {
+    /// `declared` holds the group types of teams that declare them (index = position).
+    /// Every call starts a new generation (see `Component::diff`).
+    pub fn new(store: StateStore, declared: HashMap<i64, Vec<String>>) -> Result<Self, StateError> {
+        let generation = match store.get_state(GENERATION)? {
+            Some(b) => b.try_into().map(u64::from_be_bytes).unwrap_or_default() + 1,
+            None => 1,
+        };
+        store.write_state(&[(GENERATION.to_vec(), Some(generation.to_be_bytes().to_vec()))])?;
+        Ok(Self {
+            store,
+            declared,
+            generation,
+            overlay: HashMap::new(),
+            queue: VecDeque::new(),
+            seq: 0,
+            committed: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.overlay.get(k) {
+            Some((_, v)) => Ok(v.clone()),
+            None => self.store.get_state(k),
+        }
+    }
+
+    fn load<T: DeserializeOwned + Default>(&self, k: &[u8]) -> Result<T, StateError> {
+        match self.get(k)? {
+            None => Ok(T::default()),
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| StateError::Corrupt {
+                cf: crate::store::CF_PERSONS,
+                detail: format!("record {}: {e}", String::from_utf8_lossy(&k[9..])),
+            }),
+        }
+    }
+
+    fn comp_id(&self, work: &Work, team_id: i64, did: &str) -> Result<String, StateError> {
+        let k = (team_id, did.to_owned());
+        if let Some(c) = work.index.get(&k) {
+            return Ok(c.clone().unwrap_or_else(|| did.to_owned()));
+        }
+        Ok(match self.get(&key(INDEX, team_id, did.as_bytes()))? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => did.to_owned(),
+        })
+    }
+
+    fn comp<'w>(&self, work: &'w mut Work, k: &CompKey) -> Result<&'w mut Component, StateError> {
+        if !work.comps.contains_key(k) {
+            let c = self.load(&key(COMPONENT, k.0, k.1.as_bytes()))?;
+            work.comps.insert(k.clone(), c);
+        }
+        Ok(work.comps.get_mut(k).expect("just inserted"))
+    }
+
+    /// Links the components of two distinct ids; returns the surviving component's key.
+    fn link(&self, work: &mut Work, a: CompKey, b: CompKey) -> Result<CompKey, StateError> {
+        if a == b {
+            return Ok(a);
+        }
+        let size_a = self.comp(work, &a)?.distinct_ids.len();
+        let size_b = self.comp(work, &b)?.distinct_ids.len();
+        let (keep, gone) = if (size_a, &b.1) >= (size_b, &a.1) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let absorbed = work.comps.remove(&gone).expect("loaded above");
+        for did in absorbed.distinct_ids.keys() {
+            let target = (did != &keep.1).then(|| keep.1.clone());
+            work.index.insert((keep.0, did.clone()), target);
+        }
+        work.comps
+            .get_mut(&keep)
+            .expect("loaded above")
+            .absorb(absorbed);
+        work.touched.remove(&gone);
+        work.removed.push(gone);
+        work.touched.insert(keep.clone());
+        Ok(keep)
+    }
+
+    fn group_index(
+        &self,
+        work: &mut Work,
+        team_id: i64,
+        group_type: &str,
+    ) -> Result<Option<u8>, StateError> {
+        if !work.types.contains_key(&team_id) {
+            let mut types: GroupTypes = self.load(&key(GROUP_TYPES, team_id, &[]))?;
+            if let Some(declared) = self.declared.get(&team_id)
+                && types.types != *declared
+            {
+                types.types.clone_from(declared);
+                work.types_dirty.insert(team_id);
+            }
+            work.types.insert(team_id, types);
+        }
+        let types = work.types.get_mut(&team_id).expect("just loaded");
+        if self.declared.contains_key(&team_id) {
+            return Ok(types
+                .types
+                .iter()
+                .position(|t| t == group_type)
+                .and_then(|i| u8::try_from(i).ok()));
+        }
+        let (index, new) = types.index_of(group_type);
+        if new {
+            work.types_dirty.insert(team_id);
+        }
+        Ok(index)
+    }
+
+    fn record(&self, work: &mut Work, e: &PersonEvent) -> Result<(), StateError> {
+        let mut comp = (e.team_id, self.comp_id(work, e.team_id, &e.distinct_id)?);
+        if let Some((_, other)) = e.effective_merge() {
+            let other_comp = (e.team_id, self.comp_id(work, e.team_id, other)?);
+            comp = self.link(work, comp, other_comp)?;
+            // An id seen for the first time has no component of its own to re-point.
+            for did in [e.distinct_id.as_str(), other] {
+                let target = (did != comp.1).then(|| comp.1.clone());
+                work.index.insert((e.team_id, did.to_owned()), target);
+            }
+        }
+        self.comp(work, &comp)?.record(e);
+        work.touched.insert(comp);
+        for (group_type, _) in &e.groups {
+            self.group_index(work, e.team_id, group_type)?;
+        }
+        if let Some(gi) = &e.group_identify
+            && let Some(index) = self.group_index(work, e.team_id, &gi.group_type)?
+        {
+            let k = (e.team_id, index, gi.group_key.clone());
+            if !work.groups.contains_key(&k) {
+                let g = self.load(&group_key(k.0, k.1, &k.2))?;
+                work.groups.insert(k.clone(), g);
+            }
+            work.groups
+                .get_mut(&k)
+                .expect("just loaded")
+                .write(e.stamp, &gi.set);
+        }
+        Ok(())
+    }
+
+    fn prune_overlay(&mut self) {
+        let committed = self.committed.load(Ordering::Acquire);
+        while self.queue.front().is_some_and(|(s, _)| *s <= committed) {
+            let (_, k) = self.queue.pop_front().expect("checked");
+            if self.overlay.get(&k).is_some_and(|(s, _)| *s <= committed) {
+                self.overlay.remove(&k);
+            }
+        }
+    }
+
+    /// Applies `events` (of the teams this stage owns) and returns their persons, the row
+    /// changes and the state writes to commit once those rows are stored.
+    pub fn process(&mut self, events: &[PersonEvent]) -> Result<Processed, StateError> {
+        self.prune_overlay();
+        let mut work = Work::default();
+        for e in events.iter().filter(|e| e.process_person) {
+            self.record(&mut work, e)?;
+        }
+
+        let mut out = Processed::default();
+        let mut resolved: HashMap<CompKey, Resolved> = HashMap::new();
+        for k in &work.touched {
+            let comp = work
+                .comps
+                .get_mut(k)
+                .expect("touched components are loaded");
+            let r = comp.resolve(k.0);
+            out.changes
+                .persons
+                .append(comp.diff(k.0, &r, self.generation));
+            resolved.insert(k.clone(), r);
+        }
+
+        for e in events {
+            let k = (e.team_id, self.comp_id(&work, e.team_id, &e.distinct_id)?);
+            if !resolved.contains_key(&k) {
+                let c: Component = self.load(&key(COMPONENT, k.0, k.1.as_bytes()))?;
+                resolved.insert(k.clone(), c.resolve(k.0));
+            }
+            let person = resolved[&k].person_of(&e.distinct_id);
+            let ep = match (person, e.process_person) {
+                (Some(p), true) => {
+                    let mut groups = Vec::new();
+                    for (group_type, group_key) in &e.groups {
+                        let types = work.types.get(&e.team_id);
+                        if let Some(i) =
+                            types.and_then(|t| t.types.iter().position(|x| x == group_type))
+                        {
+                            groups.push((u8::try_from(i).unwrap_or_default(), group_key.clone()));
+                        }
+                    }
+                    EventPerson {
+                        id: p.id,
+                        properties: p.properties.clone(),
+                        created_at: p.created_at,
+                        mode: PersonMode::Full,
+                        groups,
+                    }
+                }
+                (Some(p), false) => EventPerson {
+                    id: p.id,
+                    properties: p.properties.clone(),
+                    created_at: p.created_at,
+                    mode: PersonMode::ForceUpgrade,
+                    groups: Vec::new(),
+                },
+                (None, _) => EventPerson {
+                    id: person_uuid(e.team_id, &e.distinct_id),
+                    properties: Map::new(),
+                    created_at: personless_created_at(),
+                    mode: PersonMode::Propertyless,
+                    groups: Vec::new(),
+                },
+            };
+            out.events.push(ep);
+        }
+
+        for ((team_id, index, group_key_text), g) in &mut work.groups {
+            let hash = g.content_hash();
+            if hash != g.emitted {
+                g.emitted = hash;
+                out.changes.groups.push(GroupChange {
+                    team_id: *team_id,
+                    group_type_index: *index,
+                    group_key: group_key_text.clone(),
+                    properties: g.visible(),
+                    created_at: g.created.map(|c| c.timestamp()).unwrap_or_default(),
+                });
+            }
+        }
+        out.changes.groups.sort_by(|a, b| {
+            (a.team_id, a.group_type_index, &a.group_key).cmp(&(
+                b.team_id,
+                b.group_type_index,
+                &b.group_key,
+            ))
+        });
+        for team_id in &work.types_dirty {
+            for (i, t) in work.types[team_id].types.iter().enumerate() {
+                out.changes.group_types.push(GroupTypeChange {
+                    team_id: *team_id,
+                    group_type: t.clone(),
+                    group_type_index: u8::try_from(i).unwrap_or_default(),
+                });
+            }
+        }
+
+        out.writes = self.writes(work)?;
+        Ok(out)
+    }
+
+    fn writes(&mut self, work: Work) -> Result<PendingWrites, StateError> {
+        fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+            postcard::to_allocvec(v).expect("state records always encode")
+        }
+        let mut writes = Vec::new();
+        for k in &work.removed {
+            writes.push((key(COMPONENT, k.0, k.1.as_bytes()), None));
+        }
+        for ((team_id, did), comp) in &work.index {
+            let v = comp.as_ref().map(|c| c.as_bytes().to_vec());
+            writes.push((key(INDEX, *team_id, did.as_bytes()), v));
+        }
+        for k in &work.touched {
+            writes.push((
+                key(COMPONENT, k.0, k.1.as_bytes()),
+                Some(encode(&work.comps[k])),
+            ));
+        }
+        for team_id in &work.types_dirty {
+            writes.push((
+                key(GROUP_TYPES, *team_id, &[]),
+                Some(encode(&work.types[team_id])),
+            ));
+        }
+        for ((team_id, index, gk), g) in &work.groups {
+            writes.push((group_key(*team_id, *index, gk), Some(encode(g))));
+        }
+        self.seq += 1;
+        for (k, v) in &writes {
+            self.overlay.insert(k.clone(), (self.seq, v.clone()));
+            self.queue.push_back((self.seq, k.clone()));
+        }
+        Ok(PendingWrites {
+            seq: self.seq,
+            writes,
+            committed: Some(Arc::clone(&self.committed)),
+        })
+    }
+}

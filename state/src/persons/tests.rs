@@ -1,0 +1,358 @@
+//! Property tests: generated histories fed to the person stage in random orders and batchings,
+//! with crashes between ClickHouse and the state commit, must leave exactly the reference's
+//! final state in a simulated ReplacingMergeTree.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{
+        OnceLock,
+        atomic::{AtomicI64, Ordering},
+    },
+};
+
+use chrono::{TimeZone, Utc};
+use hogstream_event::ids::person_uuid;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{
+    reference::{FinalGroup, FinalPerson, FinalState, Rng, final_state},
+    *,
+};
+use crate::StateStore;
+
+fn store() -> &'static StateStore {
+    static STORE: OnceLock<StateStore> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hs-persons-prop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        StateStore::open(&dir, 8 << 20).expect("open the test store")
+    })
+}
+
+/// A fresh team id per run, so runs share one store without seeing each other.
+fn fresh_team() -> i64 {
+    static NEXT: AtomicI64 = AtomicI64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed) * 10
+}
+
+/// ClickHouse as the guarantee sees it: the last row per key wins (rows get growing versions).
+#[derive(Default)]
+struct ClickHouse {
+    persons: BTreeMap<(i64, Uuid), (bool, FinalPerson)>,
+    distinct_ids: BTreeMap<(i64, String), Uuid>,
+    overrides: BTreeMap<(i64, String), Uuid>,
+    groups: BTreeMap<(i64, u8, String), FinalGroup>,
+    types: BTreeMap<(i64, u8), String>,
+}
+
+impl ClickHouse {
+    fn store(&mut self, c: &Changes) {
+        for p in &c.persons.persons {
+            let row = FinalPerson {
+                properties: p.person.properties.clone(),
+                is_identified: p.person.is_identified,
+                created_at: p.person.created_at,
+            };
+            self.persons
+                .insert((p.team_id, p.person.id), (p.is_deleted, row));
+        }
+        for d in &c.persons.distinct_ids {
+            self.distinct_ids
+                .insert((d.team_id, d.distinct_id.clone()), d.person_id);
+        }
+        for d in &c.persons.overrides {
+            self.overrides
+                .insert((d.team_id, d.distinct_id.clone()), d.person_id);
+        }
+        for g in &c.groups {
+            let row = FinalGroup {
+                properties: g.properties.clone(),
+                created_at: g.created_at,
+            };
+            self.groups
+                .insert((g.team_id, g.group_type_index, g.group_key.clone()), row);
+        }
+        for t in &c.group_types {
+            self.types
+                .insert((t.team_id, t.group_type_index), t.group_type.clone());
+        }
+    }
+
+    fn final_state(&self) -> FinalState {
+        FinalState {
+            persons: self
+                .persons
+                .iter()
+                .filter(|(_, (deleted, _))| !deleted)
+                .map(|(k, (_, p))| (*k, p.clone()))
+                .collect(),
+            distinct_ids: self.distinct_ids.clone(),
+            overrides: self
+                .overrides
+                .iter()
+                .filter(|((t, d), p)| **p != person_uuid(*t, d))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|((t, i, k), g)| ((*t, self.types[&(*t, *i)].clone(), k.clone()), g.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Feeds `events` in a random order and batching, with random crashes, and returns what
+/// ClickHouse ends up holding.
+fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
+    let mut queue: VecDeque<PersonEvent> = {
+        let mut v = events.to_vec();
+        rng.shuffle(&mut v);
+        v.into()
+    };
+    let mut ch = ClickHouse::default();
+    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    let mut unacked: Vec<(Vec<PersonEvent>, Processed)> = Vec::new();
+    while !queue.is_empty() {
+        let size = 1 + rng.below(6);
+        let batch: Vec<PersonEvent> = queue.drain(..size.min(queue.len())).collect();
+        let out = state.process(&batch).unwrap();
+        assert_eq!(out.events.len(), batch.len());
+        for (e, p) in batch.iter().zip(&out.events) {
+            if e.process_person {
+                assert_eq!(p.mode, PersonMode::Full);
+            }
+        }
+        unacked.push((batch, out));
+        if rng.below(10) < 6 {
+            // The sink acknowledges in order: rows stored, then the state committed.
+            for (_, out) in unacked.drain(..) {
+                ch.store(&out.changes);
+                out.writes.commit(store()).unwrap();
+            }
+        } else if crashes && rng.below(10) == 0 {
+            // A crash: any unacknowledged batch may have reached ClickHouse, none committed
+            // its state; the events since the last commit are read again.
+            let mut reread = Vec::new();
+            for (batch, out) in unacked.drain(..) {
+                if rng.below(2) == 0 {
+                    ch.store(&out.changes);
+                }
+                reread.extend(batch);
+            }
+            for e in reread.into_iter().rev() {
+                queue.push_front(e);
+            }
+            state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+        }
+    }
+    for (_, out) in unacked {
+        ch.store(&out.changes);
+        out.writes.commit(store()).unwrap();
+    }
+    ch.final_state()
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Plain,
+    Personless,
+    Identify(usize),
+    Alias(usize),
+    Dangerous(usize),
+    GroupIdentify(usize, usize),
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    team: usize,
+    did: usize,
+    ts: i64,
+    kind: Kind,
+    set: Vec<(usize, u8)>,
+    set_once: Vec<(usize, u8)>,
+    unset: Vec<usize>,
+    groups: Vec<(usize, usize)>,
+}
+
+const DIDS: &[&str] = &["a", "b", "c", "d", "e", "f", "user@x", "anonymous"];
+const KEYS: &[&str] = &["k1", "k2", "k3", "$browser"];
+const TYPES: &[&str] = &["company", "project", "org"];
+const GROUP_KEYS: &[&str] = &["g1", "g2"];
+
+fn kind() -> impl Strategy<Value = Kind> {
+    let did = 0..DIDS.len();
+    prop_oneof![
+        10 => Just(Kind::Plain),
+        1 => Just(Kind::Personless),
+        3 => did.clone().prop_map(Kind::Identify),
+        2 => did.clone().prop_map(Kind::Alias),
+        1 => did.prop_map(Kind::Dangerous),
+        1 => (0..TYPES.len(), 0..GROUP_KEYS.len()).prop_map(|(t, k)| Kind::GroupIdentify(t, k)),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let pair = (0..KEYS.len(), 0u8..4);
+    (
+        0..2usize,
+        0..DIDS.len(),
+        0..12i64,
+        kind(),
+        prop::collection::vec(pair.clone(), 0..3),
+        prop::collection::vec(pair, 0..2),
+        prop::collection::vec(0..KEYS.len(), 0..2),
+        prop::collection::vec((0..TYPES.len(), 0..GROUP_KEYS.len()), 0..2),
+    )
+        .prop_map(|(team, did, ts, kind, set, set_once, unset, groups)| Spec {
+            team,
+            did,
+            ts,
+            kind,
+            set,
+            set_once,
+            unset,
+            groups,
+        })
+}
+
+fn event(team_base: i64, n: usize, s: &Spec) -> PersonEvent {
+    let obj = |pairs: &[(usize, u8)]| -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (KEYS[*k].to_owned(), json!(v)))
+            .collect()
+    };
+    let (name, mut props) = match &s.kind {
+        Kind::Plain | Kind::Personless => ("$pageview", Map::new()),
+        Kind::Identify(o) => ("$identify", obj_of(json!({"$anon_distinct_id": DIDS[*o]}))),
+        Kind::Alias(o) => ("$create_alias", obj_of(json!({"alias": DIDS[*o]}))),
+        Kind::Dangerous(o) => ("$merge_dangerously", obj_of(json!({"alias": DIDS[*o]}))),
+        Kind::GroupIdentify(t, k) => (
+            "$groupidentify",
+            obj_of(json!({
+                "$group_type": TYPES[*t],
+                "$group_key": GROUP_KEYS[*k],
+                "$group_set": obj(&s.set),
+            })),
+        ),
+    };
+    if !matches!(s.kind, Kind::GroupIdentify(..)) {
+        props.insert("$set".into(), Value::Object(obj(&s.set)));
+        props.insert("$set_once".into(), Value::Object(obj(&s.set_once)));
+        let unset: Vec<Value> = s.unset.iter().map(|k| json!(KEYS[*k])).collect();
+        props.insert("$unset".into(), Value::Array(unset));
+    }
+    let groups: Map<String, Value> = s
+        .groups
+        .iter()
+        .map(|(t, k)| (TYPES[*t].to_owned(), json!(GROUP_KEYS[*k])))
+        .collect();
+    props.insert("$groups".into(), Value::Object(groups));
+    PersonEvent::from_event(
+        team_base + s.team as i64,
+        // Distinct uuids; their order among equal timestamps is shuffled by the multiplier.
+        Uuid::from_u128((n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)),
+        Utc.timestamp_opt(1_700_000_000 + s.ts, 0).unwrap(),
+        DIDS[s.did],
+        name,
+        &props,
+        !matches!(s.kind, Kind::Personless),
+    )
+}
+
+fn obj_of(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// The same history under another team id, so each run has state of its own.
+fn rebase(events: &[PersonEvent], base: i64) -> Vec<PersonEvent> {
+    events
+        .iter()
+        .map(|e| PersonEvent {
+            team_id: base + e.team_id % 10,
+            ..e.clone()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_order_batching_and_crash_gives_the_reference(
+        specs in prop::collection::vec(spec(), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let base = fresh_team();
+        let events: Vec<PersonEvent> =
+            specs.iter().enumerate().map(|(n, s)| event(base, n, s)).collect();
+        let mut rng = Rng(seed);
+        for run_no in 0..3 {
+            let team = fresh_team();
+            let events = rebase(&events, team);
+            let expected = final_state(&events);
+            let got = run(&events, &mut rng, run_no > 0);
+            prop_assert_eq!(got, expected, "run {}", run_no);
+        }
+    }
+}
+
+#[test]
+fn an_identified_user_keeps_the_anonymous_history_and_the_newest_value() {
+    let team = fresh_team();
+    let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+    let e = |n: u128, s: i64, did: &str, name: &str, props: Value| {
+        PersonEvent::from_event(
+            team,
+            Uuid::from_u128(n),
+            at(s),
+            did,
+            name,
+            &obj_of(props),
+            true,
+        )
+    };
+    let history = vec![
+        e(
+            1,
+            1,
+            "anon",
+            "$pageview",
+            json!({"$set": {"plan": "free"}, "$set_once": {"first": "anon"}}),
+        ),
+        e(
+            2,
+            2,
+            "user",
+            "$identify",
+            json!({"$anon_distinct_id": "anon", "$set": {"email": "u@x"}}),
+        ),
+        e(3, 3, "user", "$pageview", json!({"$set": {"plan": "paid"}})),
+    ];
+    // Newest first: PostHog would end with plan=free; the reference order gives paid.
+    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    let mut ch = ClickHouse::default();
+    for ev in history.iter().rev() {
+        let out = state.process(std::slice::from_ref(ev)).unwrap();
+        ch.store(&out.changes);
+        out.writes.commit(store()).unwrap();
+    }
+    let got = ch.final_state();
+    assert_eq!(got, final_state(&history));
+    let anon = person_uuid(team, "anon");
+    let person = &got.persons[&(team, anon)];
+    assert_eq!(person.properties["plan"], json!("paid"));
+    assert_eq!(person.properties["first"], json!("anon"));
+    assert_eq!(person.properties["email"], json!("u@x"));
+    assert_eq!(
+        person.properties["$creator_event_uuid"],
+        json!(Uuid::from_u128(1).to_string())
+    );
+    assert!(person.is_identified);
+    assert_eq!(person.created_at, at(1));
+    assert_eq!(got.overrides.get(&(team, "user".into())), Some(&anon));
+    assert_eq!(got.persons.len(), 1);
+}
