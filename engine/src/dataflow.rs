@@ -230,9 +230,19 @@ fn commit(
     Ok(())
 }
 
+/// The worker that owns a route (a team). Its process depends on the process count alone, so
+/// changing the number of workers per process never moves a team's person state to another
+/// process's store. Timely's exchange takes the returned index as is (`% peers` or `& mask`).
+fn owner(route: u64, processes: u64, workers: u64) -> u64 {
+    let process = route % processes;
+    process * workers + (route / processes) % workers
+}
+
 /// Builds the dataflow on `worker` and drives it until shutdown.
 pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), EngineError> {
     let (index, peers) = (worker.index(), worker.peers());
+    let processes = shared.settings.cluster.processes.max(1) as u64;
+    let workers = (peers as u64 / processes).max(1);
     let engine = &shared.settings.engine;
     let consumer = source::consumer(&shared.settings.kafka)?;
     let partitions =
@@ -254,7 +264,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
     let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
         let batches = stream
-            .exchange(|r: &SourceRecord| r.route)
+            .exchange(move |r: &SourceRecord| owner(r.route, processes, workers))
             .unary::<CapacityContainerBuilder<Vec<WorkBatch>>, _, _, _>(
                 Pipeline,
                 "process",

@@ -82,6 +82,7 @@ pub fn run(settings: EngineSettings, shutdown: Arc<AtomicBool>) -> Result<(), En
         .join(format!("process-{}", settings.cluster.process));
     std::fs::create_dir_all(&state_dir)?;
     let store = StateStore::open(&state_dir, settings.engine.block_cache_bytes)?;
+    store.claim_layout(settings.cluster.processes as u64)?;
 
     let config = timely_config(&settings);
     let shared = Arc::new(dataflow::Shared {

@@ -9,6 +9,8 @@ use rocksdb::{
 use crate::error::StateError;
 
 const CF_OFFSETS: &str = "offsets";
+/// Where the offsets column family keeps the cluster's process count (no topic is empty).
+const LAYOUT_KEY: &[u8] = b"\0layout";
 /// Person, distinct-id and group records (see `persons`).
 pub(crate) const CF_PERSONS: &str = "persons";
 /// Column families this build knows; opening creates the missing ones.
@@ -111,8 +113,45 @@ impl StateStore {
 }
 
 impl StateStore {
-    /// One person-state record.
-    pub(crate) fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    /// Flushes memtables and compacts every column family: what an operator runs before
+    /// measuring or copying the store.
+    pub fn compact(&self) -> Result<(), StateError> {
+        self.db.flush()?;
+        for name in COLUMN_FAMILIES {
+            let cf = self.cf(name);
+            self.db.flush_cf(cf)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// Records the number of processes of the engine cluster this store belongs to, and refuses
+    /// a different one while the store holds person state: teams are owned by processes, so a
+    /// new process count would look for a team's persons in another process's store.
+    pub fn claim_layout(&self, processes: u64) -> Result<(), StateError> {
+        let cf = self.cf(CF_OFFSETS);
+        let stored = self
+            .db
+            .get_cf(cf, LAYOUT_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        if let Some(before) = stored
+            && before != processes
+        {
+            let mut persons = self.db.prefix_iterator_cf(self.cf(CF_PERSONS), b"c");
+            if persons.next().transpose()?.is_some() {
+                return Err(StateError::Layout {
+                    before,
+                    now: processes,
+                });
+            }
+        }
+        self.db.put_cf(cf, LAYOUT_KEY, processes.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// One person-state record, undecoded (see `persons::record_key`).
+    pub fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self.db.get_cf(self.cf(CF_PERSONS), key)?)
     }
 
@@ -166,6 +205,17 @@ mod tests {
         }
         let s = StateStore::open(&dir, 1 << 20).unwrap();
         assert_eq!(s.offset("t", 0).unwrap(), Some(42));
+        // Without person state the layout may change; with it, a new process count is refused.
+        s.claim_layout(2).unwrap();
+        s.claim_layout(3).unwrap();
+        s.write_state(&[(b"c-some-component".to_vec(), Some(vec![1]))])
+            .unwrap();
+        s.claim_layout(3).unwrap();
+        let err = s.claim_layout(4).unwrap_err().to_string();
+        assert!(
+            err.contains("3-process") && err.contains("now has 4"),
+            "{err}"
+        );
         assert_eq!(s.offset("t", 1).unwrap(), Some(7));
         assert_eq!(s.offset("t2", 0).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();

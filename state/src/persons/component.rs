@@ -40,6 +40,11 @@ pub struct Component {
     pub distinct_ids: BTreeMap<String, DistinctIdState>,
     pub merges: BTreeSet<MergeEntry>,
     pub emitted: Emitted,
+    /// Distinct ids of merge attempts recorded since the last diff. Their mapping and override
+    /// are written again even when unchanged: before a crash, the same (then uncommitted)
+    /// attempt may have written rows the snapshot never learnt of.
+    #[serde(skip)]
+    restate: BTreeSet<String>,
 }
 
 /// A person with everything its rows need.
@@ -118,12 +123,16 @@ impl Component {
         match event.effective_merge() {
             Some((kind, other)) => {
                 self.distinct_ids.entry(other.to_owned()).or_default();
-                self.merges.insert(MergeEntry {
+                let new = self.merges.insert(MergeEntry {
                     stamp: event.stamp,
                     distinct_id: event.distinct_id.clone(),
                     other: other.to_owned(),
                     dangerous: kind == super::input::MergeKind::MergeDangerously,
                 });
+                if new {
+                    self.restate.insert(event.distinct_id.clone());
+                    self.restate.insert(other.to_owned());
+                }
             }
             None => {
                 let first = &mut did.first_plain;
@@ -143,6 +152,7 @@ impl Component {
             mine.registers.join(&state.registers);
         }
         self.merges.extend(other.merges);
+        self.restate.extend(other.restate);
         if other.emitted.generation != self.emitted.generation {
             // One side's snapshot is from another lifetime: trust neither.
             self.emitted.generation = 0;
@@ -198,12 +208,14 @@ impl Component {
         let mut changes = PersonChanges::default();
         let full = self.emitted.generation != generation;
         if full {
-            let mut possible: BTreeMap<Uuid, u64> = self
+            // Hash 0 matches no content: every person is written again.
+            let possible: BTreeMap<Uuid, u64> = self
                 .distinct_ids
                 .keys()
-                .map(|d| (person_uuid(team_id, d), 0))
+                .map(|d| person_uuid(team_id, d))
+                .chain(self.emitted.persons.keys().copied())
+                .map(|id| (id, 0))
                 .collect();
-            possible.append(&mut self.emitted.persons);
             self.emitted = Emitted {
                 generation,
                 person_of: BTreeMap::new(),
@@ -241,7 +253,8 @@ impl Component {
         for p in &resolved.identity.persons {
             for did in &p.distinct_ids {
                 let before = self.emitted.person_of.insert(did.clone(), p.uuid);
-                if before == Some(p.uuid) {
+                let restate = self.restate.contains(did);
+                if before == Some(p.uuid) && !restate {
                     continue;
                 }
                 let change = DistinctIdChange {
@@ -251,12 +264,13 @@ impl Component {
                 };
                 let own = person_uuid(team_id, did);
                 let linked = full && self.distinct_ids.len() > 1;
-                if linked || p.uuid != own || before.is_some_and(|b| b != own) {
+                if linked || restate || p.uuid != own || before.is_some_and(|b| b != own) {
                     changes.overrides.push(change.clone());
                 }
                 changes.distinct_ids.push(change);
             }
         }
+        self.restate.clear();
         changes
     }
 }

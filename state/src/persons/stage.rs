@@ -130,6 +130,12 @@ fn group_key(team_id: i64, index: u8, group_key: &str) -> Vec<u8> {
     key(GROUP, team_id, &rest)
 }
 
+/// The key of the record that holds `distinct_id` when it is its component's id (always, for a
+/// distinct id never linked to another): for tools and benchmarks that read records raw.
+pub fn record_key(team_id: i64, distinct_id: &str) -> Vec<u8> {
+    key(COMPONENT, team_id, distinct_id.as_bytes())
+}
+
 type CompKey = (i64, String);
 
 /// What one batch loaded and changed.
