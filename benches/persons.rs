@@ -18,6 +18,10 @@ use hogstream_state::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+// The same allocator as the `hogstream` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TEAM: i64 = 1;
 const BATCH: usize = 2_000;
 const CACHE_BYTES: usize = 256 << 20;

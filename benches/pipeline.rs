@@ -12,6 +12,7 @@
 //! Run with `scripts/bench.sh [capture|engine|latency]` (starts the services, builds release).
 
 use std::{
+    collections::BTreeMap,
     io::Write,
     net::TcpListener,
     path::{Path, PathBuf},
@@ -37,7 +38,16 @@ use uuid::Uuid;
 const TOKEN: &str = "phc_bench";
 const CAPTURE_SECONDS: u64 = 8;
 const CONCURRENCY: usize = 16;
-const ENGINE_EVENTS: usize = 200_000;
+/// Distinct request bodies each connection cycles through (events repeat; capture does not care).
+const BODIES_PER_CONNECTION: usize = 64;
+/// Events of the engine benchmark: `HOGSTREAM_BENCH_ENGINE_EVENTS`, default 200,000. tansu's
+/// SQLite fetch slows down as its store grows, so on it use tens of thousands.
+fn engine_events() -> usize {
+    std::env::var("HOGSTREAM_BENCH_ENGINE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+}
 const PARTITIONS: i32 = 4;
 
 fn brokers() -> String {
@@ -74,7 +84,31 @@ fn free_port() -> u16 {
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds per thread group of a process (thread names with their numbers stripped, e.g.
+/// `tokio-runtime-w`, `rdk:broker`), to see where capture's CPU goes.
+fn cpu_by_thread(pid: u32) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let group = name
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '#' || c == '-' || c == '/');
+        *out.entry(group.to_owned()).or_insert(0.0) +=
+            stat_cpu_seconds(&dir.join("stat").display().to_string());
+    }
+    out
+}
+
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -291,31 +325,39 @@ async fn load(url: String, batch: usize) -> (f64, f64, Duration, Duration) {
     let mut tasks = Vec::new();
     for t in 0..CONCURRENCY {
         let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = t * 1_000_000;
-            while Instant::now() < deadline {
-                let (path, body, encoding) = if batch == 1 {
+        // Bodies are made before the clock starts: the client shares the cores with capture.
+        let bodies: Vec<Vec<u8>> = (0..BODIES_PER_CONNECTION)
+            .map(|n| {
+                let i = t * 1_000_000 + n * batch;
+                if batch == 1 {
                     let mut e = sample_event(i);
                     e["api_key"] = json!(TOKEN);
-                    ("/i/v0/e", e.to_string().into_bytes(), None)
+                    e.to_string().into_bytes()
                 } else {
                     let events: Vec<Value> = (0..batch).map(|k| sample_event(i + k)).collect();
-                    (
-                        "/batch",
-                        gzip(
-                            json!({"api_key": TOKEN, "batch": events})
-                                .to_string()
-                                .as_bytes(),
-                        ),
-                        Some("gzip"),
+                    gzip(
+                        json!({"api_key": TOKEN, "batch": events})
+                            .to_string()
+                            .as_bytes(),
                     )
-                };
-                i += batch;
+                }
+            })
+            .collect();
+        let (path, encoding) = if batch == 1 {
+            ("/i/v0/e", None)
+        } else {
+            ("/batch", Some("gzip"))
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for body in bodies.iter().cycle() {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 let mut req = client
                     .post(format!("{url}{path}"))
                     .header("Content-Type", "application/json")
-                    .body(body);
+                    .body(body.clone());
                 if let Some(enc) = encoding {
                     req = req.header("Content-Encoding", enc);
                 }
@@ -353,12 +395,17 @@ async fn bench_capture() {
     let raw = produce(&baseline_topic, 50_000, 5_000).await;
     let pid = capture.0.id();
     let cpu0 = cpu_seconds(pid);
+    let single_started = Instant::now();
     let (single_eps, single_rps, s50, s99) = load(url.clone(), 1).await;
     let cpu1 = cpu_seconds(pid);
+    let threads1 = cpu_by_thread(pid);
+    let t1 = Instant::now();
     let (batch_eps, batch_rps, b50, b99) = load(url, 50).await;
+    let batch_secs = t1.elapsed().as_secs_f64();
     let cpu2 = cpu_seconds(pid);
-    let secs = CAPTURE_SECONDS as f64;
-    let (single_core, batch_core) = ((cpu1 - cpu0) / secs, (cpu2 - cpu1) / secs);
+    let threads2 = cpu_by_thread(pid);
+    let single_secs = t1.duration_since(single_started).as_secs_f64();
+    let (single_core, batch_core) = ((cpu1 - cpu0) / single_secs, (cpu2 - cpu1) / batch_secs);
     println!(
         "\n## capture ({CONCURRENCY} connections, {CAPTURE_SECONDS} s each, 2 cores shared with the broker)"
     );
@@ -376,6 +423,13 @@ async fn bench_capture() {
         batch_eps / batch_core.max(0.01)
     );
     println!("ratio batch capture / raw produce: {:.2}", batch_eps / raw);
+    println!("capture CPU by thread during the batch run (cores):");
+    for (name, after) in &threads2 {
+        let used = (after - threads1.get(name).copied().unwrap_or(0.0)) / batch_secs;
+        if used >= 0.01 {
+            println!("  {name}: {used:.2}");
+        }
+    }
 }
 
 #[derive(Row, Serialize)]
@@ -447,15 +501,16 @@ async fn count(database: &str, sql: &str) -> u64 {
 }
 
 async fn bench_engine() {
+    let n = engine_events();
     // `migrate` in `setup` created the input topic with PARTITIONS partitions.
     let (config, topic, database, _) = setup(2);
-    let produced = produce(&topic, ENGINE_EVENTS, 5_000).await;
-    let base = passthrough(&topic, &database, ENGINE_EVENTS).await;
+    let produced = produce(&topic, n, 5_000).await;
+    let base = passthrough(&topic, &database, n).await;
 
     let started = Instant::now();
     let engine_process = Hogstream(hogstream(&config, &["engine"], "engine.log"));
     let mut last = 0;
-    while last < ENGINE_EVENTS as u64 {
+    while last < n as u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         last = count(&database, "SELECT count() FROM events").await;
         assert!(
@@ -463,19 +518,17 @@ async fn bench_engine() {
             "engine stalled at {last} events"
         );
     }
-    let engine = ENGINE_EVENTS as f64 / started.elapsed().as_secs_f64();
+    let engine = n as f64 / started.elapsed().as_secs_f64();
     let engine_cpu = cpu_seconds(engine_process.0.id());
-    println!(
-        "\n## engine ({ENGINE_EVENTS} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process)"
-    );
+    println!("\n## engine ({n} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process)");
     println!("| what | events/s |");
     println!("|---|---|");
     println!("| filling the topic (rdkafka produce) | {produced:.0} |");
     println!("| baseline: passthrough consume → insert, no processing | {base:.0} |");
     println!("| hogstream engine, Kafka → ClickHouse `events` | {engine:.0} |");
     println!(
-        "engine CPU: {engine_cpu:.1} s for {ENGINE_EVENTS} events = {:.0} events per engine CPU-second",
-        ENGINE_EVENTS as f64 / engine_cpu.max(0.01)
+        "engine CPU: {engine_cpu:.1} s for {n} events = {:.0} events per engine CPU-second",
+        n as f64 / engine_cpu.max(0.01)
     );
     println!(
         "ratio engine / passthrough: {:.2} (engine start-up included)",

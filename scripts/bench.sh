@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs hogstream's benchmarks (release build) against the local broker and ClickHouse and prints
-# their figures beside same-run baselines. Arguments choose benchmarks: capture, engine, latency.
+# their figures beside same-run baselines. Arguments choose benchmarks: capture, engine, latency,
+# or `persons [N]`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$HOGSTREAM_ROOT"
 "$HOGSTREAM_ROOT/scripts/install.sh"
 "$HOGSTREAM_ROOT/scripts/services.sh" start all
+# `persons [N]` runs the person-state benchmark (no services needed); anything else goes to
+# `benches/pipeline.rs` (capture, engine, latency).
+if [[ "${1:-}" == persons ]]; then
+  shift
+  exec cargo bench --bench persons -- "$@"
+fi
 cargo bench --bench pipeline -- "$@"

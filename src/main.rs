@@ -6,6 +6,9 @@ mod dlq;
 mod kafka_tools;
 mod replay;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     io::IsTerminal,
     path::PathBuf,

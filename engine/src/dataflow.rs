@@ -390,4 +390,23 @@ mod tests {
         assert_eq!(rest[1].next_offset, 6);
         assert!(l.take_before(Epoch::MAX).is_empty());
     }
+
+    #[test]
+    fn a_team_stays_in_its_process_whatever_the_worker_count() {
+        for route in 0..1000u64 {
+            for processes in 1..4u64 {
+                let process = |workers: u64| owner(route, processes, workers) / workers;
+                let home = process(1);
+                for workers in 1..5 {
+                    let w = owner(route, processes, workers);
+                    assert!(w < processes * workers, "a valid worker index");
+                    assert_eq!(
+                        process(workers),
+                        home,
+                        "route {route}, {processes} processes"
+                    );
+                }
+            }
+        }
+    }
 }

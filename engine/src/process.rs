@@ -80,7 +80,7 @@ fn event_row(
         created_at: Utc::now(),
         person_id: person.id,
         person_created_at: person.created_at,
-        person_properties: Value::Object(person.properties).to_string(),
+        person_properties: person.properties.to_string(),
         person_mode: match person.mode {
             PersonMode::Full => person_mode::FULL,
             PersonMode::ForceUpgrade => person_mode::FORCE_UPGRADE,
@@ -209,7 +209,7 @@ impl Processor {
 
     fn change_rows(&mut self, changes: Changes, out: &mut OutputBatch) {
         for p in changes.persons.persons {
-            let properties = Value::Object(p.person.properties).to_string();
+            let properties = p.person.properties_json.to_string();
             out.bytes += properties.len() + 64;
             out.persons.push(PersonRow {
                 id: p.person.id,

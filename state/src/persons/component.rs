@@ -2,14 +2,16 @@
 //! decisions never reach outside a component, so a late event replays only its own component
 //! (usually one to three distinct ids), never a team's history.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use hogstream_event::ids::person_uuid;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::{
     identity::{Identity, MergeEntry, replay},
@@ -52,6 +54,8 @@ pub struct Component {
 pub struct ResolvedPerson {
     pub id: Uuid,
     pub properties: Map<String, Value>,
+    /// `properties` as JSON text, made once per resolution and shared by the rows.
+    pub properties_json: Arc<str>,
     pub is_identified: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -104,11 +108,11 @@ impl Resolved {
 }
 
 fn content_hash(p: &ResolvedPerson) -> u64 {
-    let text = Value::Object(p.properties.clone()).to_string();
-    let mut bytes = text.into_bytes();
-    bytes.push(u8::from(p.is_identified));
-    bytes.extend_from_slice(&p.created_at.timestamp_micros().to_le_bytes());
-    xxh3_64(&bytes)
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(p.properties_json.as_bytes());
+    h.update(&[u8::from(p.is_identified)]);
+    h.update(&p.created_at.timestamp_micros().to_le_bytes());
+    h.digest()
 }
 
 impl Component {
@@ -184,9 +188,11 @@ impl Component {
                     "$creator_event_uuid",
                     &Value::String(p.creator.uuid().to_string()),
                 );
+                let properties = registers.visible();
                 ResolvedPerson {
                     id: p.uuid,
-                    properties: registers.visible(),
+                    properties_json: Value::Object(properties.clone()).to_string().into(),
+                    properties,
                     is_identified: p.is_identified,
                     created_at: p.creator.timestamp(),
                 }
@@ -241,6 +247,7 @@ impl Component {
                     person: ResolvedPerson {
                         id,
                         properties: Map::new(),
+                        properties_json: "{}".into(),
                         is_identified: false,
                         created_at: DateTime::<Utc>::default(),
                     },

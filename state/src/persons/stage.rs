@@ -45,7 +45,8 @@ pub enum PersonMode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPerson {
     pub id: Uuid,
-    pub properties: Map<String, Value>,
+    /// The person's properties as JSON text (shared by the events of one person in a batch).
+    pub properties: Arc<str>,
     pub created_at: DateTime<Utc>,
     pub mode: PersonMode,
     /// `$group_N` properties for the event: (index, group key).
@@ -361,7 +362,7 @@ impl PersonState {
                     }
                     EventPerson {
                         id: p.id,
-                        properties: p.properties.clone(),
+                        properties: Arc::clone(&p.properties_json),
                         created_at: p.created_at,
                         mode: PersonMode::Full,
                         groups,
@@ -369,14 +370,14 @@ impl PersonState {
                 }
                 (Some(p), false) => EventPerson {
                     id: p.id,
-                    properties: p.properties.clone(),
+                    properties: Arc::clone(&p.properties_json),
                     created_at: p.created_at,
                     mode: PersonMode::ForceUpgrade,
                     groups: Vec::new(),
                 },
                 (None, _) => EventPerson {
                     id: person_uuid(e.team_id, &e.distinct_id),
-                    properties: Map::new(),
+                    properties: "{}".into(),
                     created_at: personless_created_at(),
                     mode: PersonMode::Propertyless,
                     groups: Vec::new(),
