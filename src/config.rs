@@ -19,6 +19,8 @@ pub struct Config {
     pub engine: EngineConfig,
     pub clickhouse: ClickHouseConfig,
     pub teams: Vec<Team>,
+    /// Plugin transforms per team, run in this order (see the plugin guide).
+    pub plugins: Vec<hogstream_plugin::PluginConfig>,
 }
 
 /// Environment variables that override the file, for deployment-specific values.
@@ -89,6 +91,8 @@ impl Config {
             .validate()
             .map_err(|e| anyhow::anyhow!("[capture] {e}"))?;
         hogstream_engine::teams::Teams::new(self.teams.clone()).context("[[teams]]")?;
+        let team_ids: Vec<i64> = self.teams.iter().map(|t| t.id).collect();
+        crate::plugins::registry().chains(&self.plugins, &team_ids)?;
         if self.engine.workers == 0 {
             bail!("[engine] workers must be at least 1");
         }

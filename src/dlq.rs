@@ -501,8 +501,15 @@ async fn show(config: &Config, entry: (i32, i64)) -> Result<()> {
 /// What this build's engine would do with `payload` instead of storing an event, if not that:
 /// a redrive happens once, so it should not be spent on a payload that fails or is dropped.
 fn would_fail(config: &Config, teams: &Teams, payload: &[u8]) -> Option<String> {
+    let team_ids: Vec<i64> = config.teams.iter().map(|t| t.id).collect();
     let rules = Rules {
         drop_events: config.engine.drop_events.clone(),
+        // The configuration was validated at load, so the chains build.
+        plugins: hogstream_engine::normalize::Plugins(
+            crate::plugins::registry()
+                .chains(&config.plugins, &team_ids)
+                .unwrap_or_default(),
+        ),
     };
     match normalize(payload, false, teams, &rules) {
         Outcome::DeadLetter(reason) => Some(format!("would be dead-lettered again ({reason})")),

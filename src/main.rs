@@ -4,6 +4,7 @@
 mod config;
 mod dlq;
 mod kafka_tools;
+mod plugins;
 mod replay;
 
 #[global_allocator]
@@ -152,6 +153,7 @@ fn engine_settings(config: &Config, cluster: &ClusterArgs) -> Result<EngineSetti
         kafka: config.kafka.clone(),
         clickhouse: config.clickhouse.clone(),
         teams: config.teams.clone(),
+        plugins: config.plugins.clone(),
         cluster: cluster.to_config()?,
     })
 }
@@ -177,7 +179,9 @@ fn spawn_engine(
     settings: EngineSettings,
     flag: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Result<()>> {
-    tokio::task::spawn_blocking(move || hogstream_engine::run(settings, flag).context("engine"))
+    tokio::task::spawn_blocking(move || {
+        hogstream_engine::run(settings, &plugins::registry(), flag).context("engine")
+    })
 }
 
 async fn migrate(config: &Config) -> Result<()> {

@@ -10,7 +10,7 @@ use common::pipeline::{Pipeline, assert_exactly_once, send_events};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    message::Headers,
+    message::{Header, Headers, OwnedHeaders},
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
 };
 
@@ -72,7 +72,11 @@ fn undecodable_messages_go_to_the_dlq_and_the_rest_goes_on() {
             .send(
                 BaseRecord::to(&p.topic)
                     .key(&format!("bad-{i}"))
-                    .payload(*payload),
+                    .payload(*payload)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "origin-header",
+                        value: Some("kept"),
+                    })),
             )
             .unwrap();
     }
@@ -93,15 +97,18 @@ fn undecodable_messages_go_to_the_dlq_and_the_rest_goes_on() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while letters.len() < bad.len() && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let reason = m
-                .headers()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "dlq_reason")
-                        .and_then(|h| h.value)
-                })
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
+            let header = |name: &str| {
+                m.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            let reason = header("dlq_reason");
+            assert_eq!(
+                header("origin-header"),
+                "kept",
+                "the original headers go along"
+            );
             letters.push((m.payload().unwrap_or_default().to_vec(), reason));
         }
     }

@@ -109,5 +109,6 @@ pub struct EngineSettings {
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
     pub teams: Vec<Team>,
+    pub plugins: Vec<hogstream_plugin::PluginConfig>,
     pub cluster: ClusterConfig,
 }

@@ -35,6 +35,7 @@ use timely::{
     },
     worker::Worker,
 };
+use tracing::Instrument;
 
 use crate::{
     config::EngineSettings, error::EngineError, normalize::Rules, process::Processor,
@@ -143,9 +144,10 @@ fn clickhouse_sink<'s>(
                 inflight.push_back(Inflight { id, _cap: cap, state: std::mem::take(&mut state), stored: false });
                 metrics::histogram!("hogstream_flush_events").record(batch.events.len() as f64);
                 let (sink, dlq, ack, woken) = (shared.sink.clone(), shared.dlq.clone(), ack_tx.clone(), Arc::clone(&woken));
+                let span = tracing::info_span!("sink.flush", batch = id, events = batch.events.len(), persons = batch.persons.len());
                 shared.runtime.spawn(async move {
                     let started = Instant::now();
-                    match batch.write(&sink, &dlq).await {
+                    match batch.write(&sink, &dlq).instrument(span).await {
                         Ok(()) => {
                             tracing::debug!(events = batch.events.len(), took = ?started.elapsed(), "flushed");
                             metrics::counter!("hogstream_events_out_total").increment(batch.events.len() as u64);

@@ -44,7 +44,13 @@ fn timely_config(settings: &EngineSettings) -> timely::Config {
 }
 
 /// Runs the engine until `shutdown` is set, then drains within the configured bound.
-pub fn run(settings: EngineSettings, shutdown: Arc<AtomicBool>) -> Result<(), EngineError> {
+/// Runs the engine until `shutdown`; `plugins` resolves the `[[plugins]]` entries of `settings`
+/// (the built-ins plus whatever the binary registered).
+pub fn run(
+    settings: EngineSettings,
+    plugins: &hogstream_plugin::Registry,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), EngineError> {
     if settings.cluster.processes > 1
         && settings.cluster.addresses.len() < settings.cluster.processes
     {
@@ -84,10 +90,15 @@ pub fn run(settings: EngineSettings, shutdown: Arc<AtomicBool>) -> Result<(), En
     let store = StateStore::open(&state_dir, settings.engine.block_cache_bytes)?;
     store.claim_layout(settings.cluster.processes as u64)?;
 
+    let team_ids: Vec<i64> = settings.teams.iter().map(|t| t.id).collect();
+    let plugins = plugins
+        .chains(&settings.plugins, &team_ids)
+        .map_err(|e| EngineError::Config(e.to_string()))?;
     let config = timely_config(&settings);
     let shared = Arc::new(dataflow::Shared {
         rules: Arc::new(normalize::Rules {
             drop_events: settings.engine.drop_events.clone(),
+            plugins: normalize::Plugins(plugins),
         }),
         settings,
         teams: Arc::new(teams),

@@ -8,6 +8,9 @@ use hogstream_event::{CapturedEvent, time::parse_rfc3339};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use hogstream_plugin::{Chain, ChainOutcome, PluginEvent};
+use std::collections::HashMap;
+
 use crate::teams::Teams;
 
 /// A captured event ready for the person stage.
@@ -47,10 +50,23 @@ pub enum Outcome {
 }
 
 /// Engine-wide rules that are not per team.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Rules {
     /// Entries `token` or `token:distinct_id` whose events are dropped.
     pub drop_events: Vec<String>,
+    pub plugins: Plugins,
+}
+
+/// Each team's plugin transforms, in configured order.
+#[derive(Default)]
+pub struct Plugins(pub HashMap<i64, Chain>);
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(team, chain)| (team, chain.len())))
+            .finish()
+    }
 }
 
 const MAX_DISTINCT_ID_CHARS: usize = 400;
@@ -174,6 +190,38 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         };
     }
 
+    let mut distinct_id = captured.distinct_id.clone();
+    let mut event = event;
+    if let Some(chain) = rules.plugins.0.get(&team.id) {
+        let input = PluginEvent::new(team.id, captured.uuid, event, distinct_id, properties);
+        match chain.run(input) {
+            ChainOutcome::Kept { event: out, failed } => {
+                for plugin in failed {
+                    metrics::counter!("hogstream_plugin_failures_total", "plugin" => plugin)
+                        .increment(1);
+                }
+                (event, distinct_id, properties) = (
+                    sanitize_event_name(&out.event),
+                    out.distinct_id,
+                    out.properties,
+                );
+            }
+            ChainOutcome::Dropped(plugin) => {
+                metrics::counter!("hogstream_plugin_drops_total", "plugin" => plugin).increment(1);
+                return Outcome::Dropped {
+                    reason: "plugin",
+                    warning: None,
+                };
+            }
+        }
+        if distinct_id.trim().is_empty() || distinct_id.chars().count() > MAX_DISTINCT_ID_CHARS {
+            return Outcome::DeadLetter(format!(
+                "a plugin set an invalid distinct_id ({} chars)",
+                distinct_id.chars().count()
+            ));
+        }
+    }
+
     let mut process_person = !(force_personless || team.person_processing_opt_out);
     match properties.get("$process_person_profile") {
         None | Some(Value::Bool(true)) => {}
@@ -181,7 +229,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         Some(other) => warnings.push(Warning {
             team_id: team.id,
             kind: "invalid_process_person_profile",
-            details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id, "$process_person_profile": other }),
+            details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": distinct_id, "$process_person_profile": other }),
         }),
     }
     if !process_person && PERSON_EVENTS.contains(&event.as_str()) {
@@ -190,7 +238,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
             warning: Some(Warning {
                 team_id: team.id,
                 kind: "invalid_event_when_process_person_profile_is_false",
-                details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id }),
+                details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": distinct_id }),
             }),
         };
     }
@@ -234,7 +282,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
             team_id: team.id,
             uuid: captured.uuid,
             event,
-            distinct_id: captured.distinct_id,
+            distinct_id,
             properties,
             timestamp,
             now,
@@ -447,6 +495,7 @@ mod tests {
         );
         let rules = Rules {
             drop_events: vec!["tok:d1".into()],
+            ..Rules::default()
         };
         let out = normalize(
             &captured("tok", "e", json!({"event":"e"})),
@@ -655,5 +704,57 @@ mod tests {
             "button.a.b:attr__class=\"b a\"nth-child=\"2\"nth-of-type=\"1\"text=\"Go \\\"now\\\"\";div:attr__id=\"root\"attr_id=\"root\"nth-child=\"0\"nth-of-type=\"0\""
         );
         assert!(!e.properties.contains_key("$elements"));
+    }
+
+    #[test]
+    fn team_plugins_run_before_normalization_and_can_drop() {
+        let entries: Vec<hogstream_plugin::PluginConfig> = serde_json::from_value(json!([
+            {"plugin": "event-filter", "teams": [1], "config": {"events": ["spam"]}},
+            {"plugin": "property-mask", "teams": [1], "config": {"drop": ["secret"]}},
+        ]))
+        .unwrap();
+        let rules = Rules {
+            plugins: Plugins(
+                hogstream_plugin::Registry::builtins()
+                    .chains(&entries, &[1, 2])
+                    .unwrap(),
+            ),
+            ..Rules::default()
+        };
+        let dropped = normalize(
+            &captured("tok", "spam", json!({"event": "spam"})),
+            false,
+            &teams(),
+            &rules,
+        );
+        assert_eq!(
+            dropped,
+            Outcome::Dropped {
+                reason: "plugin",
+                warning: None
+            }
+        );
+        let data =
+            json!({"event": "e", "properties": {"secret": 1, "$set": {"secret": 2, "k": 3}}});
+        let (e, _) = event(normalize(
+            &captured("tok", "e", data.clone()),
+            false,
+            &teams(),
+            &rules,
+        ));
+        assert!(e.properties.get("secret").is_none());
+        assert_eq!(e.properties["$set"], json!({"k": 3}));
+        assert_eq!(
+            e.properties["$plugins_succeeded"],
+            json!(["event-filter", "property-mask"])
+        );
+        // Team 2 enabled nothing.
+        let (e, _) = event(normalize(
+            &captured("optout", "e", data),
+            false,
+            &teams(),
+            &rules,
+        ));
+        assert_eq!(e.properties["secret"], json!(1));
     }
 }

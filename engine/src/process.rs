@@ -110,6 +110,7 @@ fn dead_letter(record: SourceRecord, reason: String, step: &'static str) -> Dead
         payload: record.payload,
         reason,
         step,
+        headers: record.headers,
     }
 }
 
@@ -136,6 +137,7 @@ impl Processor {
         records: impl IntoIterator<Item = SourceRecord>,
         out: &mut OutputBatch,
     ) -> PendingWrites {
+        let _stage = tracing::debug_span!("stage.process").entered();
         let mut events = Vec::new();
         let mut seen = 0u64;
         for record in records {
@@ -178,7 +180,8 @@ impl Processor {
                 )
             })
             .collect();
-        let processed = match self.persons.process(&person_events) {
+        let persons_span = tracing::debug_span!("stage.persons", events = person_events.len());
+        let processed = match persons_span.in_scope(|| self.persons.process(&person_events)) {
             Ok(p) => p,
             Err(err) => {
                 // Nothing of this batch touched state; its events wait in the DLQ for a redrive.
@@ -274,6 +277,7 @@ mod tests {
             route: 0,
             force_personless: false,
             payload,
+            headers: vec![("origin".into(), b"test".to_vec())],
         }
     }
 
@@ -336,6 +340,10 @@ mod tests {
         assert_eq!(out.dead_letters[0].offset, 2);
         assert_eq!(out.dead_letters[0].payload, b"{broken");
         assert!(out.dead_letters[0].reason.contains("undecodable"));
+        assert_eq!(
+            out.dead_letters[0].headers,
+            vec![("origin".to_string(), b"test".to_vec())]
+        );
         assert_eq!(out.persons.len(), 1);
         assert_eq!(out.distinct_ids.len(), 1);
     }

@@ -17,4 +17,6 @@ pub struct SourceRecord {
     /// Capture's `force_disable_person_processing` header.
     pub force_personless: bool,
     pub payload: Vec<u8>,
+    /// The message's headers, kept so a dead letter (and its redrive) carries them on.
+    pub headers: Vec<(String, Vec<u8>)>,
 }

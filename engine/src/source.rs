@@ -203,5 +203,18 @@ pub fn to_record(msg: &BorrowedMessage<'_>) -> SourceRecord {
         route: route(msg),
         force_personless: header(msg, headers::FORCE_DISABLE_PERSON_PROCESSING) == Some(b"true"),
         payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers: msg
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

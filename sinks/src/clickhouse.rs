@@ -2,6 +2,7 @@
 //! ClickHouse acknowledges them (backpressure rather than loss when ClickHouse is down).
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use clickhouse::{Client, Row, RowOwned, RowWrite};
 use serde::Deserialize;
@@ -153,43 +154,48 @@ impl ClickHouseSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut backoff = self.config.min_backoff;
-        let mut shutdown = self.shutdown.clone();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let started = std::time::Instant::now();
-            match self.insert_once(table, rows, token).await {
-                Ok(()) => {
-                    metrics::gauge!("hogstream_clickhouse_up").set(1.0);
-                    metrics::histogram!("hogstream_sink_insert_seconds", "table" => table)
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::histogram!("hogstream_sink_batch_rows", "table" => table)
-                        .record(rows.len() as f64);
-                    metrics::counter!("hogstream_sink_rows_total", "table" => table)
-                        .increment(rows.len() as u64);
-                    return Ok(());
-                }
-                Err(e) => {
-                    metrics::counter!("hogstream_sink_insert_errors_total", "table" => table)
-                        .increment(1);
-                    tracing::warn!(table, attempt, rows = rows.len(), error = %e, retry_in = ?backoff, "insert failed");
-                    if *shutdown.borrow() {
-                        return Err(SinkError::GaveUp {
-                            table,
-                            attempts: attempt,
-                            source: e,
-                        });
+        let span = tracing::debug_span!("sink.insert", table, rows = rows.len());
+        async {
+            let mut backoff = self.config.min_backoff;
+            let mut shutdown = self.shutdown.clone();
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                let started = std::time::Instant::now();
+                match self.insert_once(table, rows, token).await {
+                    Ok(()) => {
+                        metrics::gauge!("hogstream_clickhouse_up").set(1.0);
+                        metrics::histogram!("hogstream_sink_insert_seconds", "table" => table)
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::histogram!("hogstream_sink_batch_rows", "table" => table)
+                            .record(rows.len() as f64);
+                        metrics::counter!("hogstream_sink_rows_total", "table" => table)
+                            .increment(rows.len() as u64);
+                        return Ok(());
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {
-                            return Err(SinkError::GaveUp { table, attempts: attempt, source: e });
+                    Err(e) => {
+                        metrics::counter!("hogstream_sink_insert_errors_total", "table" => table)
+                            .increment(1);
+                        tracing::warn!(table, attempt, rows = rows.len(), error = %e, retry_in = ?backoff, "insert failed");
+                        if *shutdown.borrow() {
+                            return Err(SinkError::GaveUp {
+                                table,
+                                attempts: attempt,
+                                source: e,
+                            });
                         }
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.changed() => {
+                                return Err(SinkError::GaveUp { table, attempts: attempt, source: e });
+                            }
+                        }
+                        backoff = (backoff * 2).min(self.config.max_backoff);
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
         }
+        .instrument(span)
+        .await
     }
 }

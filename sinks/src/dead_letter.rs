@@ -23,6 +23,8 @@ pub struct DeadLetter {
     pub reason: String,
     /// The pipeline step that failed (`decode`, `normalize`, ...).
     pub step: &'static str,
+    /// The original message's headers, written before the `dlq_*` ones.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -56,7 +58,17 @@ impl DeadLetterProducer {
                 letter.source_topic, letter.partition, letter.offset
             );
             loop {
-                let hdrs = OwnedHeaders::new()
+                let original = letter
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("dlq_"))
+                    .fold(OwnedHeaders::new(), |hs, (k, v)| {
+                        hs.insert(Header {
+                            key: k.as_str(),
+                            value: Some(v.as_slice()),
+                        })
+                    });
+                let hdrs = original
                     .insert(Header {
                         key: headers::DLQ_REASON,
                         value: Some(letter.reason.as_str()),

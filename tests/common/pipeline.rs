@@ -48,6 +48,15 @@ impl Pipeline {
 
     /// Like [`Pipeline::new`], with `(id, token)` teams configured besides [`TEAM_ID`].
     pub fn with_teams(workers: usize, partitions: i32, extra_teams: &[(i64, &str)]) -> Self {
+        Self::build(workers, partitions, extra_teams, "")
+    }
+
+    /// Like [`Pipeline::new`], with `extra` TOML appended to the configuration.
+    pub fn with_config(workers: usize, partitions: i32, extra: &str) -> Self {
+        Self::build(workers, partitions, &[], extra)
+    }
+
+    fn build(workers: usize, partitions: i32, extra_teams: &[(i64, &str)], extra: &str) -> Self {
         let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let brokers = require_kafka();
         let ch = require_clickhouse();
@@ -97,7 +106,8 @@ flush_interval = "200ms"
 [[teams]]
 id = {TEAM_ID}
 token = "{TOKEN}"
-{more_teams}"#,
+{more_teams}
+{extra}"#,
                 data = dir.join("engine").display(),
                 more_teams = extra_teams
                     .iter()
