@@ -191,10 +191,18 @@ fn replaying_an_ingested_range_changes_nothing() {
     p.start_capture();
     p.start_engine();
     send_events(&p, N, 1000, |_| {});
-    assert_exactly_once(&p, N);
+    // One more event that raises an ingestion warning, which the replay raises again.
+    let warned = json!({"event": "e2e", "distinct_id": "warned", "uuid": Uuid::now_v7(),
+                        "properties": {"$process_person_profile": "yes"}});
+    assert_eq!(p.send_batch(&[warned]), 200);
+    assert_exactly_once(&p, N + 1);
+    let warnings = format!(
+        "SELECT count() FROM ingestion_warnings FINAL WHERE team_id = {TEAM_ID} AND type = 'invalid_process_person_profile'"
+    );
+    assert_eq!(p.wait_for(&warnings, 1, Duration::from_secs(30)), 1);
     let checksum = p.query_u64(&checksum_sql("")).unwrap();
     let before = total(&high_watermarks(&p, &p.topic));
-    assert!(before >= N as i64, "{before} messages for {N} events");
+    assert!(before > N as i64, "{before} messages for {N} events");
 
     let out = ok(&p, &["replay"]);
     assert!(
@@ -209,11 +217,16 @@ fn replaying_an_ingested_range_changes_nothing() {
     );
     // Once the engine has processed the copies, the table is as it was.
     wait_processed(&p, &p.topic, &after);
-    assert_exactly_once(&p, N);
+    assert_exactly_once(&p, N + 1);
     assert_eq!(
         p.query_u64(&checksum_sql("")).unwrap(),
         checksum,
         "the replayed events are identical to the originals"
+    );
+    assert_eq!(
+        p.query_u64(&warnings).unwrap(),
+        1,
+        "the replayed warning is the same warning"
     );
 }
 

@@ -31,6 +31,9 @@ pub struct NormalizedEvent {
 /// An ingestion warning for the `ingestion_warnings` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Warning {
+    /// When capture received the event: the same on every replay, so a replayed warning is
+    /// deduplicated like the event.
+    pub at: DateTime<Utc>,
     pub team_id: i64,
     pub kind: &'static str,
     pub details: Value,
@@ -122,6 +125,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         Ok(c) => c,
         Err(e) => return Outcome::DeadLetter(format!("undecodable captured event: {e}")),
     };
+    let now = parse_rfc3339(&captured.now).unwrap_or_else(Utc::now);
     let mut data: Map<String, Value> = match serde_json::from_str(&captured.data) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Outcome::DeadLetter("captured event `data` is not a JSON object".into()),
@@ -155,6 +159,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         return Outcome::Dropped {
             reason: "invalid_distinct_id",
             warning: Some(Warning {
+                at: now,
                 team_id: team.id,
                 kind: "skipping_event_invalid_distinct_id",
                 details: serde_json::json!({ "eventUuid": captured.uuid, "distinctId": captured.distinct_id }),
@@ -177,6 +182,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         return Outcome::Dropped {
             reason: "client_ingestion_warning",
             warning: Some(Warning {
+                at: now,
                 team_id: team.id,
                 kind: "client_ingestion_warning",
                 details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id, "message": message }),
@@ -227,6 +233,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         None | Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => process_person = false,
         Some(other) => warnings.push(Warning {
+            at: now,
             team_id: team.id,
             kind: "invalid_process_person_profile",
             details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": distinct_id, "$process_person_profile": other }),
@@ -236,6 +243,7 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         return Outcome::Dropped {
             reason: "person_event_without_person_processing",
             warning: Some(Warning {
+                at: now,
                 team_id: team.id,
                 kind: "invalid_event_when_process_person_profile_is_false",
                 details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": distinct_id }),
@@ -263,11 +271,11 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         }
     }
 
-    let now = parse_rfc3339(&captured.now).unwrap_or_else(Utc::now);
     let timestamp = match parse_rfc3339(&captured.timestamp) {
         Some(t) => t,
         None => {
             warnings.push(Warning {
+                at: now,
                 team_id: team.id,
                 kind: "ignored_invalid_timestamp",
                 details: serde_json::json!({ "eventUuid": captured.uuid, "field": "timestamp", "value": captured.timestamp }),

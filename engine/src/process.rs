@@ -49,7 +49,7 @@ fn warning_row(w: Warning) -> IngestionWarningRow {
         source: "hogstream".into(),
         kind: w.kind.into(),
         details: w.details.to_string(),
-        timestamp: Utc::now(),
+        timestamp: w.at,
     }
 }
 

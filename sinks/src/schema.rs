@@ -146,6 +146,28 @@ pub const MIGRATIONS: &[Migration] = &[
         ) ENGINE = ReplacingMergeTree
         ORDER BY (topic, `partition`, `offset`)"],
     },
+    Migration {
+        version: 3,
+        name: "deduplicated ingestion warnings",
+        // A replay re-processes events and raises their warnings again, with the same time
+        // (capture's receipt) and details: keyed by those, the copies collapse like events do.
+        statements: &[
+            r"CREATE TABLE IF NOT EXISTS {db}.ingestion_warnings_v2 (
+            team_id Int64,
+            source LowCardinality(String),
+            type LowCardinality(String),
+            details String CODEC(ZSTD(3)),
+            timestamp DateTime64(6, 'UTC'),
+            inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMM(timestamp)
+        ORDER BY (team_id, toHour(timestamp), type, source, timestamp, cityHash64(details))
+        SETTINGS non_replicated_deduplication_window = {dedup}",
+            r"INSERT INTO {db}.ingestion_warnings_v2 SELECT * FROM {db}.ingestion_warnings",
+            r"RENAME TABLE {db}.ingestion_warnings TO {db}.ingestion_warnings_v1, {db}.ingestion_warnings_v2 TO {db}.ingestion_warnings",
+            r"DROP TABLE {db}.ingestion_warnings_v1",
+        ],
+    },
 ];
 
 /// The migration version this build needs.
