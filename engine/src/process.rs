@@ -198,6 +198,14 @@ impl Processor {
             }
         };
 
+        out.warnings.extend(processed.warnings.into_iter().map(|w| {
+            warning_row(Warning {
+                at: w.at,
+                team_id: w.team_id,
+                kind: w.kind,
+                details: w.details,
+            })
+        }));
         let version = self.versions.next();
         let stored = events.len() as u64;
         for ((record, event), person) in events.into_iter().zip(processed.events) {
@@ -373,6 +381,7 @@ mod tests {
         assert_eq!(person["plan"], "free");
         assert_eq!(out.events[2].person_mode, person_mode::PROPERTYLESS);
         assert!(!out.events[2].properties.contains("$group_0"));
+        assert!(out.warnings.is_empty(), "the identify merged: no warning");
         // A merge in a new process lifetime also re-states anon's own mapping; what matters is
         // that every override points at the surviving person and `user` has one.
         assert!(out.overrides.iter().all(|o| o.person_id == anon));

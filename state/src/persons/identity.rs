@@ -7,7 +7,7 @@
 //! are sets that re-applying an event cannot change, so the replay of the same entries always
 //! gives the same persons, whatever order the events arrived in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use hogstream_event::ids::person_uuid;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,8 @@ pub struct ReplayedPerson {
 pub struct Identity {
     pub persons: Vec<ReplayedPerson>,
     person_of: HashMap<String, usize>,
+    /// Merge attempts refused because the other person was already identified (by stamp).
+    pub refused: HashSet<Stamp>,
 }
 
 impl Identity {
@@ -62,6 +64,7 @@ struct Replay {
     team_id: i64,
     persons: Vec<Option<ReplayedPerson>>,
     person_of: HashMap<String, usize>,
+    refused: HashSet<Stamp>,
 }
 
 impl Replay {
@@ -104,7 +107,9 @@ impl Replay {
             (Some(p), Some(o)) if p == o => self.person(p).is_identified = true,
             (Some(p), Some(o)) => {
                 let refused = self.person(o).is_identified && !m.dangerous;
-                if !refused {
+                if refused {
+                    self.refused.insert(m.stamp);
+                } else {
                     let absorbed = self.persons[o].take().expect("live person");
                     for d in &absorbed.distinct_ids {
                         self.person_of.insert(d.clone(), p);
@@ -145,6 +150,7 @@ pub fn replay<'a>(
         team_id,
         persons: Vec::new(),
         person_of: HashMap::new(),
+        refused: HashSet::new(),
     };
     for ((stamp, _, _), step) in steps {
         match step {
@@ -166,7 +172,11 @@ pub fn replay<'a>(
         .into_iter()
         .map(|(d, i)| (d, remap[&i]))
         .collect();
-    Identity { persons, person_of }
+    Identity {
+        persons,
+        person_of,
+        refused: r.refused,
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +223,7 @@ mod tests {
             u2.is_identified,
             "a refused merge still marks the event's person"
         );
+        assert!(id.refused.contains(&st(4)));
 
         let mut dangerous = m(4, "u2", "anon");
         dangerous.dangerous = true;

@@ -101,11 +101,22 @@ impl PendingWrites {
     }
 }
 
+/// An ingestion warning of the person stage (PostHog's merge warnings). Its time is the event's,
+/// so processing the event again raises the same warning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonWarning {
+    pub team_id: i64,
+    pub kind: &'static str,
+    pub details: Value,
+    pub at: DateTime<Utc>,
+}
+
 /// Output of [`PersonState::process`].
 #[derive(Debug, Default)]
 pub struct Processed {
     /// One per input event, in order.
     pub events: Vec<EventPerson>,
+    pub warnings: Vec<PersonWarning>,
     pub changes: Changes,
     pub writes: PendingWrites,
 }
@@ -129,6 +140,23 @@ fn group_key(team_id: i64, index: u8, group_key: &str) -> Vec<u8> {
     let mut rest = vec![index];
     rest.extend_from_slice(group_key.as_bytes());
     key(GROUP, team_id, &rest)
+}
+
+/// PostHog's warning for a merge attempt that did not merge, if any: an illegal id on either
+/// side, or (as the component's replay says now) an other person that was already identified.
+fn merge_warning(e: &PersonEvent, resolved: &Resolved) -> Option<&'static str> {
+    let (_, other) = e.merge.as_ref().filter(|_| e.process_person)?;
+    if other == &e.distinct_id {
+        return None;
+    }
+    if super::input::is_illegal_id(other) || super::input::is_illegal_id(&e.distinct_id) {
+        return Some("cannot_merge_with_illegal_distinct_id");
+    }
+    resolved
+        .identity
+        .refused
+        .contains(&e.stamp)
+        .then_some("cannot_merge_already_identified")
 }
 
 /// The key of the record that holds `distinct_id` when it is its component's id (always, for a
@@ -347,6 +375,23 @@ impl PersonState {
             if !resolved.contains_key(&k) {
                 let c: Component = self.load(&key(COMPONENT, k.0, k.1.as_bytes()))?;
                 resolved.insert(k.clone(), c.resolve(k.0));
+            }
+            if let Some(kind) = merge_warning(e, &resolved[&k]) {
+                let other = e
+                    .merge
+                    .as_ref()
+                    .map(|(_, o)| o.as_str())
+                    .unwrap_or_default();
+                out.warnings.push(PersonWarning {
+                    team_id: e.team_id,
+                    kind,
+                    details: serde_json::json!({
+                        "eventUuid": e.stamp.uuid().to_string(),
+                        "distinctId": e.distinct_id,
+                        "otherDistinctId": other,
+                    }),
+                    at: e.stamp.timestamp(),
+                });
             }
             let person = resolved[&k].person_of(&e.distinct_id);
             let ep = match (person, e.process_person) {

@@ -356,3 +356,71 @@ fn an_identified_user_keeps_the_anonymous_history_and_the_newest_value() {
     assert_eq!(got.overrides.get(&(team, "user".into())), Some(&anon));
     assert_eq!(got.persons.len(), 1);
 }
+
+#[test]
+fn refused_and_illegal_merges_raise_posthogs_warnings() {
+    let team = fresh_team();
+    let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+    let e = |n: u128, s: i64, did: &str, name: &str, props: Value| {
+        PersonEvent::from_event(
+            team,
+            Uuid::from_u128(n),
+            at(s),
+            did,
+            name,
+            &obj_of(props),
+            true,
+        )
+    };
+    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    let out = state
+        .process(&[
+            e(1, 1, "anon", "$pageview", json!({})),
+            e(
+                2,
+                2,
+                "u1",
+                "$identify",
+                json!({"$anon_distinct_id": "anon"}),
+            ),
+            e(3, 3, "u2", "$pageview", json!({})),
+            e(
+                4,
+                4,
+                "u2",
+                "$identify",
+                json!({"$anon_distinct_id": "anon"}),
+            ),
+            e(
+                5,
+                5,
+                "u3",
+                "$identify",
+                json!({"$anon_distinct_id": "null"}),
+            ),
+        ])
+        .unwrap();
+    let kinds: Vec<(&str, Value)> = out
+        .warnings
+        .iter()
+        .map(|w| (w.kind, w.details["eventUuid"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                "cannot_merge_already_identified",
+                json!(Uuid::from_u128(4).to_string())
+            ),
+            (
+                "cannot_merge_with_illegal_distinct_id",
+                json!(Uuid::from_u128(5).to_string())
+            ),
+        ]
+    );
+    assert_eq!(
+        out.warnings[0].at,
+        at(4),
+        "the event's time, the same on a replay"
+    );
+}
