@@ -300,20 +300,28 @@ proptest! {
     }
 }
 
+fn at(second: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+}
+
+/// A person-processing event of `team` at `second`, with uuid `n`.
+fn at_event(team: i64, n: u128, second: i64, did: &str, name: &str, props: Value) -> PersonEvent {
+    PersonEvent::from_event(
+        team,
+        Uuid::from_u128(n),
+        at(second),
+        did,
+        name,
+        &obj_of(props),
+        true,
+    )
+}
+
 #[test]
 fn an_identified_user_keeps_the_anonymous_history_and_the_newest_value() {
     let team = fresh_team();
-    let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
     let e = |n: u128, s: i64, did: &str, name: &str, props: Value| {
-        PersonEvent::from_event(
-            team,
-            Uuid::from_u128(n),
-            at(s),
-            did,
-            name,
-            &obj_of(props),
-            true,
-        )
+        at_event(team, n, s, did, name, props)
     };
     let history = vec![
         e(
@@ -360,17 +368,8 @@ fn an_identified_user_keeps_the_anonymous_history_and_the_newest_value() {
 #[test]
 fn refused_and_illegal_merges_raise_posthogs_warnings() {
     let team = fresh_team();
-    let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
     let e = |n: u128, s: i64, did: &str, name: &str, props: Value| {
-        PersonEvent::from_event(
-            team,
-            Uuid::from_u128(n),
-            at(s),
-            did,
-            name,
-            &obj_of(props),
-            true,
-        )
+        at_event(team, n, s, did, name, props)
     };
     let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
     let out = state
