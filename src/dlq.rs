@@ -29,6 +29,10 @@ use crate::{
 
 /// The header with the dead letter's source `topic/partition/offset`.
 pub const DLQ_ORIGIN: &str = "dlq_origin";
+
+/// The redrive ledger's rows of one dead-letter topic; callers may add conditions.
+const LEDGER_SELECT: &str = "SELECT topic, `partition`, `offset`, redriven_at, into_topic, \
+     payload_replaced FROM dlq_redrives FINAL WHERE topic = ?";
 /// Ledger rows written per insert during `redrive --all`.
 const LEDGER_BATCH: usize = 500;
 
@@ -250,20 +254,8 @@ impl Ledger {
 
     async fn redrives(&self, topic: &str) -> Result<HashMap<(i32, i64), Redrive>> {
         let rows = self
-            .client
-            .query(
-                "SELECT topic, `partition`, `offset`, redriven_at, into_topic, payload_replaced \
-                 FROM dlq_redrives FINAL WHERE topic = ?",
-            )
-            .bind(topic)
-            .fetch_all::<Redrive>()
-            .await
-            .with_context(|| {
-                format!(
-                    "reading the redrive ledger `{}`.dlq_redrives",
-                    self.database
-                )
-            })?;
+            .fetch(self.client.query(LEDGER_SELECT).bind(topic))
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| ((r.partition, r.offset), r))
@@ -271,24 +263,26 @@ impl Ledger {
     }
 
     async fn lookup(&self, topic: &str, partition: i32, offset: i64) -> Result<Option<Redrive>> {
+        let query = format!("{LEDGER_SELECT} AND `partition` = ? AND `offset` = ?");
         let rows = self
-            .client
-            .query(
-                "SELECT topic, `partition`, `offset`, redriven_at, into_topic, payload_replaced \
-                 FROM dlq_redrives FINAL WHERE topic = ? AND `partition` = ? AND `offset` = ?",
+            .fetch(
+                self.client
+                    .query(&query)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(offset),
             )
-            .bind(topic)
-            .bind(partition)
-            .bind(offset)
-            .fetch_all::<Redrive>()
-            .await
-            .with_context(|| {
-                format!(
-                    "reading the redrive ledger `{}`.dlq_redrives",
-                    self.database
-                )
-            })?;
+            .await?;
         Ok(rows.into_iter().next())
+    }
+
+    async fn fetch(&self, query: clickhouse::query::Query) -> Result<Vec<Redrive>> {
+        query.fetch_all::<Redrive>().await.with_context(|| {
+            format!(
+                "reading the redrive ledger `{}`.dlq_redrives",
+                self.database
+            )
+        })
     }
 
     async fn record(&self, rows: &[Redrive]) -> Result<()> {

@@ -181,15 +181,6 @@ struct GroupRow {
     created_ms: i64,
 }
 
-fn fetch<T: clickhouse::RowOwned + clickhouse::RowRead>(p: &Pipeline, sql: &str) -> Vec<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(p.clickhouse().query(sql).fetch_all::<T>())
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 fn object(text: &str) -> Map<String, Value> {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not a JSON object: {text}: {e}"))
 }
@@ -202,26 +193,22 @@ fn millis(ms: i64) -> DateTime<Utc> {
 fn stored_state(p: &Pipeline) -> FinalState {
     let team = TEAM_ID;
     let uuid = |s: &str| Uuid::parse_str(s).unwrap();
-    let persons = fetch::<PersonRow>(
-        p,
+    let persons = p.rows::<PersonRow>(
         &format!(
             "SELECT toString(id) AS id, properties, is_identified, toUnixTimestamp64Milli(created_at) AS created_ms FROM person FINAL WHERE team_id = {team} AND is_deleted = 0"
         ),
     );
-    let ids = fetch::<IdRow>(
-        p,
+    let ids = p.rows::<IdRow>(
         &format!(
             "SELECT distinct_id, toString(person_id) AS person_id FROM person_distinct_id2 FINAL WHERE team_id = {team} AND is_deleted = 0"
         ),
     );
-    let overrides = fetch::<IdRow>(
-        p,
+    let overrides = p.rows::<IdRow>(
         &format!(
             "SELECT distinct_id, toString(person_id) AS person_id FROM person_distinct_id_overrides FINAL WHERE team_id = {team} AND is_deleted = 0"
         ),
     );
-    let groups = fetch::<GroupRow>(
-        p,
+    let groups = p.rows::<GroupRow>(
         &format!(
             "SELECT m.group_type, g.group_key, g.group_properties, toUnixTimestamp64Milli(g.created_at) AS created_ms \
              FROM (SELECT * FROM groups FINAL WHERE team_id = {team}) AS g \
@@ -409,8 +396,7 @@ fn late_events_do_not_overwrite_newer_person_properties() {
     assert_eq!(p.wait_for(&q, 1, Duration::from_secs(60)), 1);
     assert_eq!(p.send_batch(&[ev(1, 50, "old")]), 200);
     assert_eq!(p.wait_for(&q, 2, Duration::from_secs(60)), 2);
-    let props = fetch::<PersonRow>(
-        &p,
+    let props = p.rows::<PersonRow>(
         &format!(
             "SELECT toString(id) AS id, properties, is_identified, toUnixTimestamp64Milli(created_at) AS created_ms FROM person FINAL WHERE team_id = {TEAM_ID} AND is_deleted = 0"
         ),

@@ -64,17 +64,9 @@ fn masking_filtering_and_a_failing_plugin_in_clickhouse() {
         p.engine_log()
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let rows: Vec<Stored> = rt
-        .block_on(
-            p.clickhouse()
-                .query(&format!("SELECT event, properties, person_properties FROM events FINAL WHERE team_id = {TEAM_ID} ORDER BY distinct_id"))
-                .fetch_all(),
-        )
-        .unwrap();
+    let rows: Vec<Stored> = p.rows(&format!(
+        "SELECT event, properties, person_properties FROM events FINAL WHERE team_id = {TEAM_ID} ORDER BY distinct_id"
+    ));
     assert!(
         rows.iter().all(|r| r.event != "spam"),
         "the filter dropped spam"

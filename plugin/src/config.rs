@@ -95,8 +95,9 @@ impl Registry {
     }
 }
 
-/// Reads a plugin's settings into its own type, naming the bad field in the error.
-pub(crate) fn settings<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, PluginError> {
+/// Reads a plugin's `[plugins.config]` into its own settings type, naming the bad field in the
+/// error. For plugin constructors.
+pub fn settings<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, PluginError> {
     serde_json::from_value(config.clone()).map_err(|e| PluginError::Setting {
         key: "config".into(),
         reason: e.to_string(),

@@ -40,7 +40,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use chain::{Chain, ChainOutcome};
-pub use config::{PluginConfig, Registry};
+pub use config::{PluginConfig, Registry, settings};
 
 /// One event as a transform sees it.
 #[derive(Debug, Clone, PartialEq)]

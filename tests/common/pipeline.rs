@@ -308,6 +308,16 @@ token = "{TOKEN}"
         status
     }
 
+    /// Runs `sql` and returns every row.
+    pub fn rows<T: clickhouse::RowOwned + clickhouse::RowRead>(&self, sql: &str) -> Vec<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(self.clickhouse().query(sql).fetch_all::<T>())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Runs `sql` returning one UInt64.
     pub fn query_u64(&self, sql: &str) -> Result<u64, clickhouse::error::Error> {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -28,11 +28,7 @@ pub struct TagInternal {
 impl TagInternal {
     /// Builds the plugin from its `[plugins.config]`; a bad setting stops start-up.
     pub fn from_config(config: &Value) -> Result<Box<dyn Transform>, PluginError> {
-        let settings: Settings =
-            serde_json::from_value(config.clone()).map_err(|e| PluginError::Setting {
-                key: "config".into(),
-                reason: e.to_string(),
-            })?;
+        let settings: Settings = hogstream_plugin::settings(config)?;
         if settings.domains.is_empty() {
             return Err(PluginError::Setting {
                 key: "domains".into(),

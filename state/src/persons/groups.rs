@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::input::Stamp;
+use super::{input::Stamp, registers::join_latest};
 
 /// PostHog's limit of group types per project.
 pub const MAX_GROUP_TYPES: usize = 5;
@@ -47,13 +47,7 @@ impl GroupState {
     pub fn write(&mut self, stamp: Stamp, set: &Map<String, Value>) {
         self.created = Some(self.created.map_or(stamp, |c| c.min(stamp)));
         for (k, v) in set {
-            match self.properties.get_mut(k) {
-                Some(cur) if cur.0 >= stamp => {}
-                Some(cur) => *cur = (stamp, v.to_string()),
-                None => {
-                    self.properties.insert(k.clone(), (stamp, v.to_string()));
-                }
-            }
+            join_latest(&mut self.properties, k, stamp, v.to_string());
         }
     }
 

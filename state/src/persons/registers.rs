@@ -17,7 +17,13 @@ pub struct Registers {
     set_once: BTreeMap<String, (Stamp, String)>,
 }
 
-fn join_latest<V: Clone>(slot: &mut BTreeMap<String, (Stamp, V)>, key: &str, stamp: Stamp, v: V) {
+/// Keeps the write with the latest stamp (shared by person and group properties).
+pub(super) fn join_latest<V: Clone>(
+    slot: &mut BTreeMap<String, (Stamp, V)>,
+    key: &str,
+    stamp: Stamp,
+    v: V,
+) {
     match slot.get_mut(key) {
         Some(cur) if cur.0 >= stamp => {}
         Some(cur) => *cur = (stamp, v),
