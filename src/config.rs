@@ -92,7 +92,7 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("[capture] {e}"))?;
         hogstream_engine::teams::Teams::new(self.teams.clone()).context("[[teams]]")?;
         let team_ids: Vec<i64> = self.teams.iter().map(|t| t.id).collect();
-        crate::plugins::registry().chains(&self.plugins, &team_ids)?;
+        crate::plugins::registry().check(&self.plugins, &team_ids)?;
         if self.engine.workers == 0 {
             bail!("[engine] workers must be at least 1");
         }

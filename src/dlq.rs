@@ -501,7 +501,8 @@ fn would_fail(config: &Config, teams: &Teams, payload: &[u8]) -> Option<String> 
         // The configuration was validated at load, so the chains build.
         plugins: hogstream_engine::normalize::Plugins(
             crate::plugins::registry()
-                .chains(&config.plugins, &team_ids)
+                .check(&config.plugins, &team_ids)
+                .map(|p| p.transforms)
                 .unwrap_or_default(),
         ),
     };

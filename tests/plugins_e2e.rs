@@ -111,7 +111,7 @@ fn an_unknown_plugin_or_a_bad_setting_stops_start_up_with_a_clear_message() {
     assert!(!ok);
     assert!(
         stderr.contains(
-            "[[plugins]] entry 1 (`geo`): unknown plugin; known: event-filter, property-mask, tag-internal"
+            "[[plugins]] entry 1 (`geo`): unknown plugin; known: chaos, event-counter, event-filter, geoip, heartbeat, jsonl-export, kafka-export, property-mask, tag-internal, webhook"
         ),
         "{stderr}"
     );

@@ -16,6 +16,9 @@ pub struct KafkaConfig {
     /// Topics the engine reads, in priority order.
     pub input_topics: Vec<String>,
     pub dlq_topic: String,
+    /// Processed events, with their person, for destinations; written only for teams that run
+    /// a destination.
+    pub processed_topic: String,
     /// Partitions given to topics the engine creates because they are missing.
     pub default_partitions: i32,
     /// Replication factor of topics the engine creates.
@@ -37,6 +40,7 @@ impl Default for KafkaConfig {
                 topics::HISTORICAL.into(),
             ],
             dlq_topic: topics::DLQ.into(),
+            processed_topic: topics::PROCESSED.into(),
             default_partitions: 8,
             replication_factor: 1,
             group_id: "hogstream-engine".into(),

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, OutputBatch};
+use hogstream_sinks::{OutputBatch, Outputs};
 use hogstream_state::{PartitionOffset, StateStore, persons::PendingWrites};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
@@ -49,8 +49,7 @@ pub struct Shared {
     pub rules: Arc<Rules>,
     pub store: StateStore,
     pub runtime: tokio::runtime::Handle,
-    pub sink: ClickHouseSink,
-    pub dlq: DeadLetterProducer,
+    pub outputs: Outputs,
     pub shutdown: Arc<AtomicBool>,
 }
 
@@ -143,11 +142,11 @@ fn clickhouse_sink<'s>(
                 next_id += 1;
                 inflight.push_back(Inflight { id, _cap: cap, state: std::mem::take(&mut state), stored: false });
                 metrics::histogram!("hogstream_flush_events").record(batch.events.len() as f64);
-                let (sink, dlq, ack, woken) = (shared.sink.clone(), shared.dlq.clone(), ack_tx.clone(), Arc::clone(&woken));
+                let (outputs, ack, woken) = (shared.outputs.clone(), ack_tx.clone(), Arc::clone(&woken));
                 let span = tracing::info_span!("sink.flush", batch = id, events = batch.events.len(), persons = batch.persons.len());
                 shared.runtime.spawn(async move {
                     let started = Instant::now();
-                    match batch.write(&sink, &dlq).instrument(span).await {
+                    match batch.write(&outputs).instrument(span).await {
                         Ok(()) => {
                             tracing::debug!(events = batch.events.len(), took = ?started.elapsed(), "flushed");
                             metrics::counter!("hogstream_events_out_total").increment(batch.events.len() as u64);

@@ -4,8 +4,10 @@
 
 pub mod config;
 pub mod dataflow;
+pub mod destinations;
 pub mod error;
 pub mod normalize;
+pub mod plugins;
 pub mod process;
 pub mod record;
 pub mod source;
@@ -16,7 +18,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use hogstream_sinks::{ClickHouseSink, DeadLetterProducer};
+use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, Outputs, ProcessedProducer};
 use hogstream_state::StateStore;
 
 pub use config::{ClusterConfig, EngineConfig, EngineSettings, KafkaConfig};
@@ -43,8 +45,8 @@ fn timely_config(settings: &EngineSettings) -> timely::Config {
     }
 }
 
-/// Runs the engine until `shutdown` is set, then drains within the configured bound.
-/// Runs the engine until `shutdown`; `plugins` resolves the `[[plugins]]` entries of `settings`
+/// Runs the engine until `shutdown` is set, then drains within the configured bound;
+/// `plugins` resolves the `[[plugins]]` entries of `settings`
 /// (the built-ins plus whatever the binary registered).
 pub fn run(
     settings: EngineSettings,
@@ -92,20 +94,55 @@ pub fn run(
 
     let team_ids: Vec<i64> = settings.teams.iter().map(|t| t.id).collect();
     let plugins = plugins
-        .chains(&settings.plugins, &team_ids)
+        .build(&settings.plugins, &team_ids, &|id| {
+            Arc::new(plugins::RocksStorage::new(store.clone(), id))
+        })
         .map_err(|e| EngineError::Config(e.to_string()))?;
+    let destination_teams: std::collections::HashSet<i64> = plugins
+        .destinations
+        .iter()
+        .flat_map(|d| d.teams.iter().copied())
+        .collect();
+    let processed = if destination_teams.is_empty() {
+        None
+    } else {
+        Some(ProcessedProducer::new(
+            source::client_config(&settings.kafka),
+            &settings.kafka.processed_topic,
+            destination_teams,
+        )?)
+    };
+    let place = (settings.cluster.process, settings.cluster.processes.max(1));
+    let mut plugin_threads = plugins::start_destinations(
+        plugins.destinations,
+        &store,
+        &settings.kafka,
+        place,
+        &shutdown,
+    )?;
+    // Tasks run once for the whole cluster: on its first process.
+    let tasks = if settings.cluster.process == 0 {
+        plugins.tasks
+    } else {
+        Vec::new()
+    };
+    plugin_threads.extend(plugins::start_scheduler(tasks, &shutdown)?);
+
     let config = timely_config(&settings);
     let shared = Arc::new(dataflow::Shared {
         rules: Arc::new(normalize::Rules {
             drop_events: settings.engine.drop_events.clone(),
-            plugins: normalize::Plugins(plugins),
+            plugins: normalize::Plugins(plugins.transforms),
         }),
         settings,
         teams: Arc::new(teams),
         store,
         runtime: runtime.handle().clone(),
-        sink,
-        dlq,
+        outputs: Outputs {
+            clickhouse: sink,
+            dlq,
+            processed,
+        },
         shutdown: Arc::clone(&shutdown),
     });
     let guards = timely::execute(config, move |worker| {
@@ -127,6 +164,11 @@ pub fn run(
         };
         tracing::error!(worker, error = %err, "worker failed");
         first_error.get_or_insert(err);
+    }
+    // Destinations and tasks stop on the same flag; they flush and record their place.
+    shutdown.store(true, Ordering::Relaxed);
+    for thread in plugin_threads {
+        let _ = thread.join();
     }
     let _ = stop_sink.send(true);
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

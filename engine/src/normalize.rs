@@ -196,6 +196,14 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
         };
     }
 
+    // Before the transforms, so GeoIP sees the client's address, and never one the team
+    // asked to anonymize.
+    if !properties.contains_key("$ip") && !captured.ip.is_empty() {
+        properties.insert("$ip".into(), Value::String(captured.ip.clone()));
+    }
+    if team.anonymize_ips {
+        properties.remove("$ip");
+    }
     let mut distinct_id = captured.distinct_id.clone();
     let mut event = event;
     if let Some(chain) = rules.plugins.0.get(&team.id) {
@@ -253,12 +261,6 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
 
     merge_top_level(&mut data, &mut properties, "$set");
     merge_top_level(&mut data, &mut properties, "$set_once");
-    if !properties.contains_key("$ip") && !captured.ip.is_empty() {
-        properties.insert("$ip".into(), Value::String(captured.ip.clone()));
-    }
-    if team.anonymize_ips {
-        properties.remove("$ip");
-    }
     if let Some(sent_at) = &captured.sent_at {
         properties.insert("$sent_at".into(), Value::String(sent_at.clone()));
     }
@@ -724,8 +726,9 @@ mod tests {
         let rules = Rules {
             plugins: Plugins(
                 hogstream_plugin::Registry::builtins()
-                    .chains(&entries, &[1, 2])
-                    .unwrap(),
+                    .check(&entries, &[1, 2])
+                    .unwrap()
+                    .transforms,
             ),
             ..Rules::default()
         };

@@ -66,7 +66,7 @@ pub fn consumer(config: &KafkaConfig) -> Result<SourceConsumer, EngineError> {
         .create_with_context(LagContext)?)
 }
 
-/// Creates the input and dead-letter topics that do not exist yet.
+/// Creates the input, dead-letter and processed-events topics that do not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, EngineError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
     let metadata = admin.inner().fetch_metadata(None, METADATA_TIMEOUT)?;
@@ -79,7 +79,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, EngineEr
     let wanted: Vec<&String> = config
         .input_topics
         .iter()
-        .chain(std::iter::once(&config.dlq_topic))
+        .chain([&config.dlq_topic, &config.processed_topic])
         .filter(|t| !existing.contains(&t.as_str()))
         .collect();
     if wanted.is_empty() {

@@ -5,10 +5,12 @@
 pub mod captured;
 pub mod headers;
 pub mod ids;
+pub mod processed;
 pub mod raw;
 pub mod time;
 pub mod topics;
 
 pub use captured::CapturedEvent;
 pub use headers::CapturedHeaders;
+pub use processed::{ProcessedEvent, ProcessedPerson};
 pub use raw::RawEvent;

@@ -58,6 +58,23 @@ impl Chain {
     }
 }
 
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for (_, transform) in &mut self.transforms {
+            transform.teardown();
+        }
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
 /// [`Chain::run`] over borrowed transforms (the harness runs a plugin it does not own).
 pub(crate) fn run_in_order<'a>(
     transforms: impl IntoIterator<Item = (&'a str, &'a dyn Transform)>,
@@ -81,11 +98,7 @@ pub(crate) fn run_in_order<'a>(
                 failed.push(name);
             }
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into());
+                let message = panic_message(&*panic);
                 tracing::warn!(
                     plugin = name,
                     panic = message,

@@ -1,11 +1,18 @@
 //! The API hogstream plugin authors depend on. Dependency-light on purpose: no Kafka, RocksDB,
 //! ClickHouse or timely, so a plugin is built and unit-tested on its own (see [`testing`]).
 //!
-//! Today: **transforms**, PostHog's `processEvent`. A transform gets one event of a team that
-//! enabled it and changes it (properties, event name, distinct id; never the team) or drops it.
-//! Transforms run in the configured order, before normalization and persons. One that fails or
-//! panics leaves the event exactly as it was before it ran, and the event records the outcome in
-//! `$plugins_succeeded` / `$plugins_failed` as PostHog does; ingestion never stops for a plugin.
+//! Three kinds of plugin, each a trait:
+//! - [`Transform`], PostHog's `processEvent`: gets one event of a team that enabled it and
+//!   changes it (properties, event name, distinct id; never the team) or drops it. Transforms run
+//!   in the configured order, before normalization and persons. One that fails or panics leaves
+//!   the event exactly as it was before it ran, and the event records the outcome in
+//!   `$plugins_succeeded` / `$plugins_failed` as PostHog does.
+//! - [`Destination`], PostHog's `exportEvents`: sees processed events with their person, in
+//!   batches, with retries; runs off the ingestion path and keeps its place across restarts.
+//! - [`Task`], PostHog's `runEvery*`: runs once per minute, hour or day.
+//!
+//! Each may implement `setup` (given a [`Context`] with its own key-value [`Storage`]) and
+//! `teardown`. Ingestion never stops for a plugin.
 //!
 //! ```
 //! use hogstream_plugin::{PluginError, PluginEvent, Transform, Verdict, testing};
@@ -33,6 +40,9 @@
 pub mod builtins;
 mod chain;
 mod config;
+mod destination;
+mod storage;
+mod task;
 pub mod testing;
 
 use serde_json::{Map, Value};
@@ -40,7 +50,14 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use chain::{Chain, ChainOutcome};
-pub use config::{PluginConfig, Registry, settings};
+pub use config::{
+    ConfigError, DestinationPlugin, Factory, PluginConfig, Plugins, Registry, Start, TaskPlugin,
+    settings,
+};
+pub use destination::{Batching, Delivery, Destination, ExportError, RetryPolicy, deliver};
+pub use hogstream_event::{ProcessedEvent, ProcessedPerson};
+pub use storage::{Context, MemoryStorage, Storage};
+pub use task::{Every, LAST_PERIOD_KEY, Task, TaskRun, run_if_due};
 
 /// One event as a transform sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,9 +107,18 @@ pub enum PluginError {
     /// A setting of the plugin's configuration is wrong: start-up stops.
     #[error("setting `{key}`: {reason}")]
     Setting { key: String, reason: String },
+    /// The plugin's storage could not be read or written.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 /// PostHog's `processEvent`.
 pub trait Transform: Send + Sync {
+    /// Runs once per team that enables the plugin, before its first event.
+    fn setup(&mut self, _ctx: &Context) -> Result<(), PluginError> {
+        Ok(())
+    }
     fn transform(&self, event: &mut PluginEvent) -> Result<Verdict, PluginError>;
+    /// Runs once when the engine stops.
+    fn teardown(&mut self) {}
 }

@@ -6,6 +6,7 @@ use crate::{
     clickhouse::ClickHouseSink,
     dead_letter::{DeadLetter, DeadLetterProducer},
     error::SinkError,
+    processed::ProcessedProducer,
     rows::{
         EventRow, GroupRow, GroupTypeMappingRow, IngestionWarningRow, PersonDistinctIdRow,
         PersonRow,
@@ -73,14 +74,16 @@ impl OutputBatch {
         })
     }
 
-    /// Writes dead letters and every table. Persons go first so that a reader never sees an
-    /// event whose person row is missing; the order does not matter for correctness after a
-    /// replay.
-    pub async fn write(
-        &self,
-        sink: &ClickHouseSink,
-        dlq: &DeadLetterProducer,
-    ) -> Result<(), SinkError> {
+    /// Writes dead letters, every table, then the processed events for destinations. Persons
+    /// go first so that a reader never sees an event whose person row is missing, and
+    /// destinations see an event only once ClickHouse has it; the order does not matter for
+    /// correctness after a replay.
+    pub async fn write(&self, outputs: &Outputs) -> Result<(), SinkError> {
+        let Outputs {
+            clickhouse: sink,
+            dlq,
+            processed,
+        } = outputs;
         dlq.send_all(&self.dead_letters).await?;
         let persons = token("person", &self.persons, |h, r| {
             h.update(r.id.as_bytes());
@@ -129,8 +132,21 @@ impl OutputBatch {
             .await?;
 
         sink.insert("events", &self.events, &self.events_token())
-            .await
+            .await?;
+        if let Some(p) = processed {
+            p.send_all(&self.events).await?;
+        }
+        Ok(())
     }
+}
+
+/// Where a flush writes.
+#[derive(Clone)]
+pub struct Outputs {
+    pub clickhouse: ClickHouseSink,
+    pub dlq: DeadLetterProducer,
+    /// Present when some team runs a destination.
+    pub processed: Option<ProcessedProducer>,
 }
 
 #[cfg(test)]

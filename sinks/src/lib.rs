@@ -1,15 +1,18 @@
-//! Outputs of the hogstream engine. The ClickHouse sink writes PostHog's tables in batches that
+//! Outputs of the hogstream engine, and the built-in destinations. The ClickHouse sink writes PostHog's tables in batches that
 //! stay in memory until ClickHouse acknowledges them, so a failed insert is retried with the same
 //! rows and the same deterministic `insert_deduplication_token`.
 
 pub mod batch;
 pub mod clickhouse;
 pub mod dead_letter;
+pub mod destinations;
 pub mod error;
+pub mod processed;
 pub mod rows;
 pub mod schema;
 
-pub use batch::OutputBatch;
+pub use batch::{OutputBatch, Outputs};
 pub use clickhouse::{ClickHouseConfig, ClickHouseSink};
 pub use dead_letter::{DeadLetter, DeadLetterProducer};
 pub use error::SinkError;
+pub use processed::ProcessedProducer;

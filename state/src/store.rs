@@ -13,8 +13,10 @@ const CF_OFFSETS: &str = "offsets";
 const LAYOUT_KEY: &[u8] = b"\0layout";
 /// Person, distinct-id and group records (see `persons`).
 pub(crate) const CF_PERSONS: &str = "persons";
+/// Plugin storage and destination progress (see `plugins`).
+pub(crate) const CF_PLUGINS: &str = "plugins";
 /// Column families this build knows; opening creates the missing ones.
-const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS, CF_PERSONS];
+const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS, CF_PERSONS, CF_PLUGINS];
 
 /// Where the engine resumes reading one partition: the next offset to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +26,7 @@ pub struct PartitionOffset {
     pub next_offset: i64,
 }
 
-fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+pub(crate) fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 5);
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
@@ -35,7 +37,7 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 /// One RocksDB instance shared by the workers of a process.
 #[derive(Clone)]
 pub struct StateStore {
-    db: Arc<DB>,
+    pub(crate) db: Arc<DB>,
 }
 
 impl StateStore {
@@ -69,7 +71,7 @@ impl StateStore {
         Ok(Self { db: Arc::new(db) })
     }
 
-    fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
+    pub(crate) fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
         // Every name in COLUMN_FAMILIES is created at open, so a missing one is a bug.
         self.db
             .cf_handle(name)

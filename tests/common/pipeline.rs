@@ -76,6 +76,7 @@ impl Pipeline {
 brokers = "{brokers}"
 input_topics = ["{topic}", "{topic}_overflow", "{topic}_historical"]
 dlq_topic = "{dlq_topic}"
+processed_topic = "{topic}_processed"
 default_partitions = {partitions}
 group_id = "{name}"
 
