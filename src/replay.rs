@@ -1,6 +1,10 @@
 //! `hogstream replay`: re-reads an offset or time range of a topic and re-produces the selected
 //! messages (value, key and headers unchanged) into the engine's main input topic, so the
 //! pipeline processes them again. Safe to repeat: the pipeline deduplicates events by uuid.
+//!
+//! With `--destinations-only` it re-reads the processed-events topic instead and re-produces the
+//! range into it marked for redelivery: destinations deliver those events again, and nothing else
+//! (ClickHouse, persons) sees them.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,8 +17,14 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use governor::{Quota, RateLimiter};
 use hogstream_engine::{KafkaConfig, teams::Teams};
+use hogstream_event::processed::REDELIVER_HEADER;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use rdkafka::{Message, consumer::StreamConsumer, producer::FutureRecord};
+use rdkafka::{
+    Message,
+    consumer::StreamConsumer,
+    message::{Header, OwnedHeaders},
+    producer::FutureRecord,
+};
 use serde::Deserialize;
 
 use crate::{
@@ -26,13 +36,19 @@ use crate::{
 #[command(after_help = "\
 Replays are idempotent: the pipeline deduplicates events by their uuid (ReplacingMergeTree \
 tables, read with FINAL), so replaying a range that is already in ClickHouse changes nothing, \
-and an interrupted replay can simply be run again. Replayed messages get the time of the replay \
-as their Kafka timestamp.
+and an interrupted replay can simply be run again. Destinations do not receive replayed events \
+they delivered in the last 3 days. Replayed messages get the time of the replay as their Kafka \
+timestamp.
+
+--destinations-only re-delivers a range of the processed-events topic to destinations (all, or \
+the one named by --destination), even events they delivered before; ClickHouse and person state \
+are not touched. Find the range in the log line of a batch a destination gave up on, or by time.
 
 Examples:
   hogstream replay --dry-run
   hogstream replay --from-time 2026-01-01T00:00:00Z --to-time 2026-01-01T06:00:00Z --rate 2000
-  hogstream replay --topic events_plugin_ingestion_overflow --partitions 0,2 --from-offset 1000 --team 1")]
+  hogstream replay --topic events_plugin_ingestion_overflow --partitions 0,2 --from-offset 1000 --team 1
+  hogstream replay --destinations-only --destination webhook --from-time 2026-01-01T00:00:00Z")]
 pub struct ReplayArgs {
     /// Topic to read [default: the first of `[kafka] input_topics`].
     #[arg(long)]
@@ -65,6 +81,13 @@ pub struct ReplayArgs {
     /// Read the range and print what would be replayed, per partition and team; produce nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Re-deliver a range of the processed-events topic (`[kafka] processed_topic`) to
+    /// destinations only.
+    #[arg(long, conflicts_with_all = ["topic", "into"])]
+    pub destinations_only: bool,
+    /// With --destinations-only: only the destination with this `[[plugins]]` id [default: all].
+    #[arg(long, requires = "destinations_only", value_name = "ID")]
+    pub destination: Option<String>,
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -101,16 +124,44 @@ impl std::fmt::Display for TeamOf {
     }
 }
 
+/// The team of a captured event (by its `token`) or of a processed one (its `team_id`).
 fn team_of(payload: Option<&[u8]>, teams: &Teams) -> TeamOf {
     #[derive(Deserialize)]
-    struct Token {
-        token: String,
+    struct Owner {
+        token: Option<String>,
+        team_id: Option<i64>,
     }
-    match payload.and_then(|p| serde_json::from_slice::<Token>(p).ok()) {
-        Some(t) => teams
-            .by_token(&t.token)
+    match payload.and_then(|p| serde_json::from_slice::<Owner>(p).ok()) {
+        Some(Owner {
+            token: Some(token), ..
+        }) => teams
+            .by_token(&token)
             .map_or(TeamOf::UnknownToken, |team| TeamOf::Team(team.id)),
-        None => TeamOf::Undecodable,
+        Some(Owner {
+            team_id: Some(id), ..
+        }) => TeamOf::Team(id),
+        _ => TeamOf::Undecodable,
+    }
+}
+
+/// The redelivery mark of `--destinations-only`: the destination's id, or empty for all.
+fn redelivery_target(config: &Config, args: &ReplayArgs) -> Result<Option<String>> {
+    if !args.destinations_only {
+        return Ok(None);
+    }
+    let team_ids: Vec<i64> = config.teams.iter().map(|t| t.id).collect();
+    let plugins = crate::plugins::registry().check(&config.plugins, &team_ids)?;
+    let ids: Vec<&str> = plugins.destinations.iter().map(|d| d.id.as_str()).collect();
+    if ids.is_empty() {
+        bail!("--destinations-only: no destination is configured in [[plugins]]");
+    }
+    match &args.destination {
+        Some(id) if !ids.contains(&id.as_str()) => bail!(
+            "--destination {id} is not a configured destination (configured: {})",
+            ids.join(", ")
+        ),
+        Some(id) => Ok(Some(id.clone())),
+        None => Ok(Some(String::new())),
     }
 }
 
@@ -264,7 +315,11 @@ fn team_counts(teams: &BTreeMap<TeamOf, u64>) -> String {
 }
 
 pub async fn run(config: &Config, args: ReplayArgs) -> Result<()> {
-    let main_topic = &config.kafka.input_topics[0];
+    let redeliver = redelivery_target(config, &args)?;
+    let main_topic = match redeliver {
+        Some(_) => &config.kafka.processed_topic,
+        None => &config.kafka.input_topics[0],
+    };
     let topic = args.topic.clone().unwrap_or_else(|| main_topic.clone());
     let into = args.into.clone().unwrap_or_else(|| main_topic.clone());
     if let (Some(from), Some(to)) = (args.from_time, args.to_time)
@@ -334,9 +389,16 @@ pub async fn run(config: &Config, args: ReplayArgs) -> Result<()> {
             if let Some(key) = message.key() {
                 record = record.key(key);
             }
-            if let Some(headers) = message.headers() {
-                record = record.headers(headers.detach());
+            let mut headers = message
+                .headers()
+                .map_or_else(OwnedHeaders::new, |h| h.detach());
+            if let Some(target) = &redeliver {
+                headers = headers.insert(Header {
+                    key: REDELIVER_HEADER,
+                    value: Some(target.as_bytes()),
+                });
             }
+            record = record.headers(headers);
             let origin = format!(
                 "`{topic}` partition {} offset {}",
                 message.partition(),
@@ -477,6 +539,7 @@ mod tests {
         let of = |v: &[u8]| team_of(Some(v), &teams);
         assert_eq!(of(br#"{"token":"phc_a","data":"{}"}"#), TeamOf::Team(7));
         assert_eq!(of(br#"{"token":"phc_b"}"#), TeamOf::UnknownToken);
+        assert_eq!(of(br#"{"team_id":9,"event":"e"}"#), TeamOf::Team(9));
         assert_eq!(of(b"not json"), TeamOf::Undecodable);
         assert_eq!(team_of(None, &teams), TeamOf::Undecodable);
     }

@@ -312,3 +312,113 @@ struct StoredUuid {
     #[serde(with = "clickhouse::serde::uuid")]
     uuid: uuid::Uuid,
 }
+
+/// The sum of a Prometheus counter's series on the engine's `/metrics`.
+fn counter(p: &Pipeline, name: &str) -> f64 {
+    let Ok(text) = reqwest::blocking::get(&p.metrics_url).and_then(|r| r.text()) else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_destinations_only_replay_delivers_again_and_a_pipeline_replay_does_not() {
+    const N: usize = 120;
+    let p = Pipeline::with_config(1, 2, "");
+    let export = p.dir.join("export");
+    let config = format!(
+        r#"
+[[plugins]]
+plugin = "jsonl-export"
+flush_interval = "100ms"
+[plugins.config]
+directory = "{}"
+
+[[plugins]]
+plugin = "jsonl-export"
+id = "other-export"
+flush_interval = "100ms"
+[plugins.config]
+directory = "{}"
+"#,
+        export.display(),
+        p.dir.join("other").display()
+    );
+    let base = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&p.config, format!("{base}\n{config}")).unwrap();
+    p.start_capture();
+    p.start_engine();
+    send_events(&p, N, 1000, |_| {});
+    assert!(
+        wait_until(Duration::from_secs(90), || exported(&export).len() >= N),
+        "{}",
+        p.engine_log()
+    );
+    let run = |args: &[&str]| {
+        let out = p.hogstream(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+
+    // Destinations only, one of them: it receives every event once more, the other none.
+    let err = p.hogstream(&["replay", "--destinations-only", "--destination", "nope"]);
+    assert!(!err.status.success());
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        stderr.contains("--destination nope is not a configured destination (configured: jsonl-export, other-export)"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "replay",
+        "--destinations-only",
+        "--destination",
+        "jsonl-export",
+    ]);
+    assert!(out.contains(&format!("replayed {N} of {N}")), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(90), || exported(&export).len() >= 2 * N),
+        "{} lines; {}",
+        exported(&export).len(),
+        p.engine_log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let lines = exported(&export);
+    assert_eq!(lines.len(), 2 * N);
+    let mut per_uuid: HashMap<&String, usize> = HashMap::new();
+    for u in &lines {
+        *per_uuid.entry(u).or_default() += 1;
+    }
+    assert!(per_uuid.values().all(|n| *n == 2), "each event twice");
+    assert_eq!(exported(&p.dir.join("other")).len(), N);
+    // Through the pipeline again: ClickHouse and the export stay as they are.
+    let out = run(&["replay"]);
+    assert!(out.contains(&format!("replayed {N} of {N}")), "{out}");
+    let duplicates = "hogstream_destination_duplicates_total";
+    assert!(
+        wait_until(Duration::from_secs(90), || counter(&p, duplicates)
+            >= (2 * N) as f64),
+        "both destinations skipped every re-processed event: {} skipped; {}",
+        counter(&p, duplicates),
+        p.engine_log()
+    );
+    assert_eq!(exported(&export).len(), 2 * N, "nothing delivered again");
+    assert_eq!(exported(&p.dir.join("other")).len(), N);
+
+    assert_eq!(
+        p.query_u64(&format!(
+            "SELECT count() FROM events FINAL WHERE team_id = {TEAM_ID}"
+        ))
+        .unwrap(),
+        N as u64,
+        "a destinations-only replay leaves ClickHouse alone"
+    );
+    assert!(p.stop_engine(), "graceful stop: {}", p.engine_log());
+}
