@@ -96,6 +96,8 @@ fn geoip_a_panicking_plugin_and_a_webhook_that_is_down_at_first() {
     let receiver = Receiver::default();
     receiver.down.store(true, Ordering::SeqCst);
     let addr = start_receiver(receiver.clone());
+    let export_topic = common::unique("export");
+    common::capture::create(&common::brokers(), &[(&export_topic, 1)]);
     let plugins = format!(
         r#"
 [[plugins]]
@@ -109,6 +111,14 @@ plugin = "chaos"
 panic_on = ["boom"]
 
 [[plugins]]
+plugin = "kafka-export"
+batch_size = 10
+flush_interval = "100ms"
+[plugins.config]
+brokers = "{brokers}"
+topic = "{export}"
+
+[[plugins]]
 plugin = "webhook"
 retry_backoff = "50ms"
 max_attempts = 1000
@@ -116,7 +126,9 @@ max_attempts = 1000
 url = "http://{addr}/hook"
 body = {{ text = "{{event.event}} from {{event.properties.$geoip_city_name}}", uuid = "{{event.uuid}}", person = "{{person.id}}", n = "{{event.properties.n}}" }}
 "#,
-        db = geoip_database()
+        db = geoip_database(),
+        brokers = common::brokers(),
+        export = export_topic,
     );
     let p = Pipeline::with_config(1, 2, &plugins);
     p.start_capture();
@@ -153,6 +165,26 @@ body = {{ text = "{{event.event}} from {{event.properties.$geoip_city_name}}", u
         p.engine_log()
     );
     assert!(receiver.bodies.lock().unwrap().is_empty());
+
+    // The Kafka export does not wait for the webhook.
+    let mut exported = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            exported = common::capture::read_topic(&p.brokers, &export_topic, 1);
+            exported.len() >= 3
+        }),
+        "kafka-export: {} messages; {}",
+        exported.len(),
+        p.engine_log()
+    );
+    assert_eq!(exported.len(), 3);
+    let first: Value = serde_json::from_str(&exported[0].value).unwrap();
+    assert_eq!(first["team_id"], json!(TEAM_ID));
+    assert_eq!(
+        exported[0].key.as_deref(),
+        Some(format!("{TEAM_ID}:{}", first["distinct_id"].as_str().unwrap()).as_str())
+    );
+    assert!(first["person"]["id"].is_string(), "{first}");
 
     let rows: Vec<Stored> = p.rows(&format!(
         "SELECT uuid, event, properties, person_id, person_properties FROM events FINAL WHERE team_id = {TEAM_ID} ORDER BY distinct_id"

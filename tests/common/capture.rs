@@ -56,12 +56,16 @@ pub struct Capture {
 }
 
 fn create_topics(brokers: &str, topics: &Topics) {
+    create(brokers, &topics.all());
+}
+
+/// Creates `(name, partitions)` topics, which must not exist yet.
+pub fn create(brokers: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("Kafka admin client");
     let new: Vec<NewTopic<'_>> = topics
-        .all()
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
         .collect();
