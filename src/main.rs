@@ -3,6 +3,7 @@
 
 mod config;
 mod dlq;
+mod engine_http;
 mod kafka_tools;
 mod plugins;
 mod replay;
@@ -243,10 +244,7 @@ async fn main() -> Result<()> {
             if address.port() != 0 {
                 address.set_port(address.port() + settings.cluster.process as u16);
             }
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .with_http_listener(address)
-                .install()
-                .with_context(|| format!("serving metrics on {address}"))?;
+            engine_http::serve(address, &config.kafka, &config.clickhouse).await?;
             let engine = spawn_engine(settings, Arc::clone(&flag));
             tokio::spawn(shutdown_signal(Arc::clone(&flag)));
             engine.await.context("engine thread")??;

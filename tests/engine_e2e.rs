@@ -41,8 +41,31 @@ fn clickhouse_outage_mid_load_loses_nothing() {
     let p = Pipeline::new(1, 2);
     p.start_capture();
     p.start_engine();
+    let readiness = p.metrics_url.replace("/metrics", "/_readiness");
+    let ready = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let r = loop {
+            match reqwest::blocking::get(&readiness) {
+                Ok(r) => break r,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("the engine serves /_readiness: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().unwrap())
+    };
+    let (status, body) = ready();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["clickhouse"], "ok");
+    assert_eq!(body["kafka"], "ok");
+    let mut during = None;
     send_events(&p, N, 20, |round| match round {
-        1 => common::services(&["stop", "clickhouse"]),
+        1 => {
+            common::services(&["stop", "clickhouse"]);
+            during = Some(ready());
+        }
         2 => {
             // Capture keeps accepting while ClickHouse is away; the engine holds the batches.
             std::thread::sleep(Duration::from_secs(2));
@@ -50,7 +73,17 @@ fn clickhouse_outage_mid_load_loses_nothing() {
         }
         _ => {}
     });
+    let (status, body) = during.expect("probed during the outage");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["kafka"], "ok");
+    assert!(
+        body["clickhouse"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("unavailable")),
+        "{body}"
+    );
     assert_exactly_once(&p, N);
+    assert_eq!(ready().0, 200, "ready again once ClickHouse is back");
     assert!(
         p.engine_log().contains("insert failed"),
         "the outage was seen and retried"

@@ -1,0 +1,111 @@
+//! `hogstream engine`'s HTTP endpoints on `[engine] metrics_address`: `/metrics` (Prometheus),
+//! `/_liveness`, and `/_readiness`, which asks the broker and ClickHouse at request time and
+//! answers 503 naming the one that does not answer. (Capture's `/_readiness` reflects Kafka
+//! only, on purpose: README, Observability.)
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use hogstream_engine::{KafkaConfig, source};
+use hogstream_sinks::ClickHouseConfig;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::json;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Probes {
+    metrics: Option<PrometheusHandle>,
+    kafka: Arc<BaseConsumer>,
+    clickhouse: clickhouse::Client,
+}
+
+async fn render_metrics(State(p): State<Arc<Probes>>) -> impl IntoResponse {
+    match &p.metrics {
+        Some(h) => (StatusCode::OK, h.render()),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed".into(),
+        ),
+    }
+}
+
+async fn kafka_status(p: &Probes) -> Result<(), String> {
+    let consumer = Arc::clone(&p.kafka);
+    let probe = tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_metadata(None, PROBE_TIMEOUT)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    probe.await.map_err(|e| e.to_string())?
+}
+
+async fn clickhouse_status(p: &Probes) -> Result<(), String> {
+    let query = p.clickhouse.query("SELECT 1").fetch_one::<u8>();
+    match tokio::time::timeout(PROBE_TIMEOUT, query).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+    }
+}
+
+async fn readiness(State(p): State<Arc<Probes>>) -> impl IntoResponse {
+    let (kafka, clickhouse) = tokio::join!(kafka_status(&p), clickhouse_status(&p));
+    let ready = kafka.is_ok() && clickhouse.is_ok();
+    let show =
+        |r: Result<(), String>| r.map_or_else(|e| format!("unavailable: {e}"), |()| "ok".into());
+    let body = json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "kafka": show(kafka),
+        "clickhouse": show(clickhouse),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Binds `address` and serves until the process ends.
+pub async fn serve(
+    address: SocketAddr,
+    kafka: &KafkaConfig,
+    clickhouse: &ClickHouseConfig,
+) -> Result<()> {
+    let metrics = hogstream_capture::metrics::install_prometheus();
+    if let Some(handle) = metrics.clone() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    let probes = Arc::new(Probes {
+        metrics,
+        kafka: Arc::new(
+            source::client_config(kafka)
+                .create()
+                .context("kafka client for /_readiness")?,
+        ),
+        clickhouse: clickhouse.client().with_database(&clickhouse.database),
+    });
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/_liveness", get(|| async { "ok" }))
+        .route("/_readiness", get(readiness))
+        .with_state(probes);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("serving metrics on {address}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "engine HTTP endpoints stopped");
+        }
+    });
+    Ok(())
+}
