@@ -375,6 +375,13 @@ id = "other-export"
 flush_interval = "100ms"
 [plugins.config]
 directory = "{}"
+
+[[plugins]]
+plugin = "event-counter"
+flush_interval = "100ms"
+
+[[plugins]]
+plugin = "heartbeat"
 "#,
         export.display(),
         p.dir.join("other").display()
@@ -405,7 +412,7 @@ directory = "{}"
     assert!(!err.status.success());
     let stderr = String::from_utf8_lossy(&err.stderr);
     assert!(
-        stderr.contains("--destination nope is not a configured destination (configured: jsonl-export, other-export)"),
+        stderr.contains("--destination nope is not a configured destination (configured: jsonl-export, other-export, event-counter)"),
         "{stderr}"
     );
     let out = run(&[
@@ -453,4 +460,19 @@ directory = "{}"
         "a destinations-only replay leaves ClickHouse alone"
     );
     assert!(p.stop_engine(), "graceful stop: {}", p.engine_log());
+
+    // Plugin storage lives in the engine's RocksDB: the example destination counted each event
+    // once (it was not named by the destinations-only replay), and the scheduled task ran.
+    let store = hogstream_state::StateStore::open(p.dir.join("engine/process-0"), 1 << 20).unwrap();
+    let value = |id: &str, key: &str| -> Option<Value> {
+        store
+            .plugin_get(id, key)
+            .unwrap()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    };
+    assert_eq!(value("event-counter", "count:e2e"), Some(json!(N)));
+    assert!(
+        value("heartbeat", "runs").and_then(|v| v.as_u64()) >= Some(1),
+        "the minute task ran at start"
+    );
 }
