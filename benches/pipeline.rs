@@ -225,7 +225,14 @@ impl Drop for Hogstream {
     }
 }
 
-fn write_config(dir: &Path, topic: &str, database: &str, port: u16, workers: usize) -> PathBuf {
+/// A configuration for one benchmark; `extra` is appended (e.g. `[[plugins]]`).
+fn write_config(
+    dir: &Path,
+    topic: &str,
+    database: &str,
+    (port, workers): (u16, usize),
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("hogstream.toml");
     std::fs::write(
         &path,
@@ -235,6 +242,7 @@ fn write_config(dir: &Path, topic: &str, database: &str, port: u16, workers: usi
 brokers = "{b}"
 input_topics = ["{topic}"]
 dlq_topic = "{topic}_dlq"
+processed_topic = "{topic}_processed"
 default_partitions = {PARTITIONS}
 group_id = "{database}"
 [capture]
@@ -255,6 +263,7 @@ database = "{database}"
 [[teams]]
 id = 1
 token = "{TOKEN}"
+{extra}
 "#,
             b = brokers(),
             ch = clickhouse_url(),
@@ -279,11 +288,22 @@ fn hogstream(config: &Path, args: &[&str], log: &str) -> Child {
 }
 
 fn setup(workers: usize) -> (PathBuf, String, String, u16) {
+    setup_with(workers, |_| String::new())
+}
+
+/// [`setup`] with configuration `extra(dir)` appended.
+fn setup_with(workers: usize, extra: impl Fn(&Path) -> String) -> (PathBuf, String, String, u16) {
     let name = unique("bench");
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let config = write_config(&dir, &format!("{name}_events"), &name, port, workers);
+    let config = write_config(
+        &dir,
+        &format!("{name}_events"),
+        &name,
+        (port, workers),
+        &extra(&dir),
+    );
     let ok = Command::new(env!("CARGO_BIN_EXE_hogstream"))
         .arg("--config")
         .arg(&config)
@@ -500,39 +520,96 @@ async fn count(database: &str, sql: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Events per second from the engine's start until every event is in `events` (and, with
+/// `exported`, until a JSONL destination wrote them all), and the engine's CPU seconds.
+async fn run_engine(
+    config: &Path,
+    database: &str,
+    n: usize,
+    exported: Option<&Path>,
+) -> (f64, Option<f64>, f64) {
+    let started = Instant::now();
+    let engine_process = Hogstream(hogstream(config, &["engine"], "engine.log"));
+    let mut last = 0;
+    while last < n as u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = count(database, "SELECT count() FROM events").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "engine stalled at {last} events"
+        );
+    }
+    let stored = n as f64 / started.elapsed().as_secs_f64();
+    let delivered = match exported {
+        Some(dir) => {
+            while jsonl_lines(dir) < n {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(600),
+                    "destination stalled at {} events",
+                    jsonl_lines(dir)
+                );
+            }
+            Some(n as f64 / started.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
+    (stored, delivered, cpu_seconds(engine_process.0.id()))
+}
+
+/// Lines in the `.jsonl` files of `dir`.
+fn jsonl_lines(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+                .filter_map(|p| std::fs::read_to_string(p).ok())
+                .map(|t| t.lines().count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 async fn bench_engine() {
     let n = engine_events();
     // `migrate` in `setup` created the input topic with PARTITIONS partitions.
     let (config, topic, database, _) = setup(2);
     let produced = produce(&topic, n, 5_000).await;
     let base = passthrough(&topic, &database, n).await;
+    let (engine, _, engine_cpu) = run_engine(&config, &database, n, None).await;
 
-    let started = Instant::now();
-    let engine_process = Hogstream(hogstream(&config, &["engine"], "engine.log"));
-    let mut last = 0;
-    while last < n as u64 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        last = count(&database, "SELECT count() FROM events").await;
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "engine stalled at {last} events"
-        );
-    }
-    let engine = n as f64 / started.elapsed().as_secs_f64();
-    let engine_cpu = cpu_seconds(engine_process.0.id());
+    // The same events again, with a JSONL destination: the engine also writes every event to
+    // the processed-events topic, and the destination reads and exports them.
+    let export_dir = |dir: &Path| dir.join("export");
+    let (config, topic, database, _) = setup_with(2, |dir| {
+        format!(
+            "[[plugins]]\nplugin = \"jsonl-export\"\nstart = \"earliest\"\n[plugins.config]\ndirectory = \"{}\"\n",
+            export_dir(dir).display()
+        )
+    });
+    produce(&topic, n, 5_000).await;
+    let exported = export_dir(config.parent().unwrap());
+    let (with_dest, delivered, dest_cpu) = run_engine(&config, &database, n, Some(&exported)).await;
+    let delivered = delivered.unwrap_or_default();
+
     println!("\n## engine ({n} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process)");
     println!("| what | events/s |");
     println!("|---|---|");
     println!("| filling the topic (rdkafka produce) | {produced:.0} |");
     println!("| baseline: passthrough consume → insert, no processing | {base:.0} |");
     println!("| hogstream engine, Kafka → ClickHouse `events` | {engine:.0} |");
+    println!("| hogstream engine with a JSONL destination, → `events` | {with_dest:.0} |");
+    println!("| ... → every event exported by the destination | {delivered:.0} |");
     println!(
-        "engine CPU: {engine_cpu:.1} s for {n} events = {:.0} events per engine CPU-second",
-        n as f64 / engine_cpu.max(0.01)
+        "engine CPU: {engine_cpu:.1} s for {n} events = {:.0} events per engine CPU-second; with the destination {dest_cpu:.1} s = {:.0}",
+        n as f64 / engine_cpu.max(0.01),
+        n as f64 / dest_cpu.max(0.01)
     );
     println!(
-        "ratio engine / passthrough: {:.2} (engine start-up included)",
-        engine / base
+        "ratio engine / passthrough: {:.2} (engine start-up included); with a destination / without: {:.2}",
+        engine / base,
+        with_dest / engine
     );
 }
 

@@ -235,3 +235,31 @@ fn sigterm_under_load_drains_and_loses_nothing() {
         "every worker of every stopped engine drained (2 workers x 4 stops):\n{log}"
     );
 }
+
+#[test]
+fn offsets_past_the_end_of_a_recreated_topic_do_not_skip_its_messages() {
+    const N: usize = 100;
+    let p = Pipeline::new(1, 2);
+    // As if the topic had been deleted and recreated after the engine stored these offsets.
+    {
+        let store =
+            hogstream_state::StateStore::open(p.dir.join("engine/process-0"), 1 << 20).unwrap();
+        let stale: Vec<_> = (0..2)
+            .map(|partition| hogstream_state::PartitionOffset {
+                topic: p.topic.clone(),
+                partition,
+                next_offset: 1_000_000,
+            })
+            .collect();
+        store.store_offsets(&stale).unwrap();
+    }
+    p.start_capture();
+    p.start_engine();
+    send_events(&p, N, 1000, |_| {});
+    assert_exactly_once(&p, N);
+    assert!(
+        p.engine_log().contains("past the end of the log"),
+        "{}",
+        p.engine_log()
+    );
+}

@@ -121,10 +121,10 @@ impl Runner {
         let mut tpl = TopicPartitionList::new();
         let mut first_place = Vec::new();
         for p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, *p, TIMEOUT)?;
             let offset = match state.offset(&topic, *p)? {
-                Some(o) => o,
+                Some(o) => source::checked_resume(&topic, *p, o, (low, high)),
                 None => {
-                    let (low, high) = consumer.fetch_watermarks(&topic, *p, TIMEOUT)?;
                     let o = match plugin.start {
                         Start::Latest => high,
                         Start::Earliest => low,

@@ -161,6 +161,8 @@ pub fn assign(
         };
         let offset = match store.offset(t, *p)?.max(group) {
             Some(o) => {
+                let log = consumer.fetch_watermarks(t, *p, METADATA_TIMEOUT)?;
+                let o = checked_resume(t, *p, o, log);
                 resume.insert((t.clone(), *p), o);
                 Offset::Offset(o)
             }
@@ -170,6 +172,41 @@ pub fn assign(
     }
     consumer.assign(&tpl)?;
     Ok(resume)
+}
+
+/// A stored resume offset checked against the partition's log `[low, high)`. Past the end, the
+/// topic was recreated or truncated: resuming there would skip every new message until the log
+/// grows past it, so the whole log is read again (harmless: the pipeline is idempotent). Before
+/// the start, retention deleted messages the engine never read: they are lost to it, which is
+/// said loudly, and reading goes on from the start of what is left.
+pub fn checked_resume(topic: &str, partition: i32, stored: i64, (low, high): (i64, i64)) -> i64 {
+    if stored > high {
+        tracing::error!(
+            topic,
+            partition,
+            stored,
+            low,
+            high,
+            "the stored offset is past the end of the log: the topic was recreated or truncated; reading the partition from its start again"
+        );
+        metrics::counter!("hogstream_source_offset_resets_total", "reason" => "past_end")
+            .increment(1);
+        return low;
+    }
+    if stored < low {
+        tracing::error!(
+            topic,
+            partition,
+            stored,
+            low,
+            lost = low - stored,
+            "messages were deleted by retention before the engine read them; they are lost to the pipeline (raise the topic's retention above the longest outage)"
+        );
+        metrics::counter!("hogstream_source_offset_resets_total", "reason" => "before_start")
+            .increment(1);
+        return low;
+    }
+    stored
 }
 
 fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
@@ -216,5 +253,19 @@ pub fn to_record(msg: &BorrowedMessage<'_>) -> SourceRecord {
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_resume;
+
+    #[test]
+    fn a_resume_offset_outside_the_log_restarts_at_its_start() {
+        assert_eq!(checked_resume("t", 0, 15, (10, 20)), 15);
+        assert_eq!(checked_resume("t", 0, 20, (10, 20)), 20, "the end is valid");
+        assert_eq!(checked_resume("t", 0, 10, (10, 20)), 10);
+        assert_eq!(checked_resume("t", 0, 1_000, (0, 20)), 0, "recreated topic");
+        assert_eq!(checked_resume("t", 0, 3, (10, 20)), 10, "retention gap");
     }
 }

@@ -1,6 +1,7 @@
 //! `jsonl-export`: batch export to local files, one JSON event per line. Each batch becomes one
-//! file, named after its first event and size, written to a temporary name, synced and renamed,
-//! so a file is either whole or absent and a retried batch rewrites the same file.
+//! file, written to a temporary name, synced and renamed, so a file is either whole or absent. A
+//! retried batch rewrites the same file; a batch delivered again later (a redelivery) gets a new
+//! one.
 
 use std::{
     fs,
@@ -13,6 +14,7 @@ use hogstream_plugin::{
 };
 use serde::Deserialize;
 use serde_json::Value;
+use uuid::Uuid;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +24,8 @@ struct Settings {
 
 pub struct JsonlFiles {
     directory: PathBuf,
+    /// The file name of a batch whose write failed, by (first uuid, size): its retry reuses it.
+    failed: Option<((Uuid, usize), String)>,
 }
 
 impl JsonlFiles {
@@ -29,18 +33,12 @@ impl JsonlFiles {
         let settings: Settings = settings(config)?;
         Ok(Box::new(Self {
             directory: settings.directory,
+            failed: None,
         }))
     }
 
-    fn write(&self, events: &[ProcessedEvent]) -> std::io::Result<()> {
-        let first = events[0].uuid;
-        let name = format!(
-            "{}-{}-{first}-{}.jsonl",
-            events[0].timestamp.format("%Y%m%d"),
-            events[0].team_id,
-            events.len()
-        );
-        let path = self.directory.join(&name);
+    fn write(&self, name: &str, events: &[ProcessedEvent]) -> std::io::Result<()> {
+        let path = self.directory.join(name);
         let temp = self.directory.join(format!(".{name}.tmp"));
         let mut out = BufWriter::new(fs::File::create(&temp)?);
         for e in events {
@@ -73,8 +71,23 @@ impl Destination for JsonlFiles {
         if events.is_empty() {
             return Ok(());
         }
-        self.write(events)
-            .map_err(|e| ExportError::Retry(format!("{}: {e}", self.directory.display())))
+        let batch = (events[0].uuid, events.len());
+        let name = match self.failed.take() {
+            Some((b, name)) if b == batch => name,
+            _ => {
+                let now = chrono::Utc::now();
+                format!(
+                    "{}-{}-{}.jsonl",
+                    now.format("%Y%m%d-%H%M%S%.6f"),
+                    batch.0,
+                    batch.1
+                )
+            }
+        };
+        self.write(&name, events).map_err(|e| {
+            self.failed = Some((batch, name));
+            ExportError::Retry(format!("{}: {e}", self.directory.display()))
+        })
     }
 }
 
@@ -85,7 +98,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_batch_becomes_one_whole_file_and_a_retry_rewrites_it() {
+    fn a_batch_becomes_one_whole_file_and_a_redelivery_another() {
         let dir = std::env::temp_dir().join(format!("hs-jsonl-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let mut d = JsonlFiles::from_config(&json!({"directory": dir})).unwrap();
@@ -103,13 +116,37 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
-        assert_eq!(files.len(), 1, "{files:?}");
-        let text = fs::read_to_string(&files[0]).unwrap();
-        let back: Vec<ProcessedEvent> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+        assert_eq!(files.len(), 2, "{files:?}");
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            let back: Vec<ProcessedEvent> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(back, events);
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_retry_after_a_failed_write_reuses_the_file_name() {
+        let dir = std::env::temp_dir().join(format!("hs-jsonl-retry-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut d = JsonlFiles::from_config(&json!({"directory": dir})).unwrap();
+        let events = vec![testing::processed("a", "u1")];
+        // No directory yet: the write fails and is retryable.
+        assert!(matches!(d.export(&events), Err(ExportError::Retry(_))));
+        fs::create_dir_all(&dir).unwrap();
+        d.export(&events).unwrap();
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(back, events);
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(
+            names[0].ends_with(&format!("-{}-1.jsonl", events[0].uuid)),
+            "{names:?}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }
