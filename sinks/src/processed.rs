@@ -115,6 +115,7 @@ impl ProcessedProducer {
                 )
             });
             let results = join_all(sends).await;
+            let attempted = pending.len();
             let mut failed = Vec::new();
             for (result, item) in results.into_iter().zip(pending) {
                 if let Err((e, _)) = result {
@@ -123,7 +124,7 @@ impl ProcessedProducer {
                 }
             }
             metrics::counter!("hogstream_processed_events_total")
-                .increment(rows.len().saturating_sub(failed.len()) as u64);
+                .increment((attempted - failed.len()) as u64);
             if !failed.is_empty() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
