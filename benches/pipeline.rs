@@ -527,7 +527,7 @@ async fn run_engine(
     database: &str,
     n: usize,
     exported: Option<&Path>,
-) -> (f64, Option<f64>, f64) {
+) -> (f64, Option<f64>, f64, BTreeMap<String, f64>) {
     let started = Instant::now();
     let engine_process = Hogstream(hogstream(config, &["engine"], "engine.log"));
     let mut last = 0;
@@ -554,7 +554,8 @@ async fn run_engine(
         }
         None => None,
     };
-    (stored, delivered, cpu_seconds(engine_process.0.id()))
+    let pid = engine_process.0.id();
+    (stored, delivered, cpu_seconds(pid), cpu_by_thread(pid))
 }
 
 /// Lines in the `.jsonl` files of `dir`.
@@ -577,7 +578,7 @@ async fn bench_engine() {
     let (config, topic, database, _) = setup(2);
     let produced = produce(&topic, n, 5_000).await;
     let base = passthrough(&topic, &database, n).await;
-    let (engine, _, engine_cpu) = run_engine(&config, &database, n, None).await;
+    let (engine, _, engine_cpu, _) = run_engine(&config, &database, n, None).await;
 
     // The same events again, with a JSONL destination: the engine also writes every event to
     // the processed-events topic, and the destination reads and exports them.
@@ -590,7 +591,8 @@ async fn bench_engine() {
     });
     produce(&topic, n, 5_000).await;
     let exported = export_dir(config.parent().unwrap());
-    let (with_dest, delivered, dest_cpu) = run_engine(&config, &database, n, Some(&exported)).await;
+    let (with_dest, delivered, dest_cpu, dest_threads) =
+        run_engine(&config, &database, n, Some(&exported)).await;
     let delivered = delivered.unwrap_or_default();
 
     println!("\n## engine ({n} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process)");
@@ -606,6 +608,12 @@ async fn bench_engine() {
         n as f64 / engine_cpu.max(0.01),
         n as f64 / dest_cpu.max(0.01)
     );
+    let busiest: Vec<String> = {
+        let mut t: Vec<_> = dest_threads.into_iter().filter(|(_, s)| *s >= 0.05).collect();
+        t.sort_by(|a, b| b.1.total_cmp(&a.1));
+        t.iter().map(|(n, s)| format!("{n} {s:.1} s")).collect()
+    };
+    println!("with the destination, CPU by thread: {}", busiest.join(", "));
     println!(
         "ratio engine / passthrough: {:.2} (engine start-up included); with a destination / without: {:.2}",
         engine / base,
