@@ -609,11 +609,17 @@ async fn bench_engine() {
         n as f64 / dest_cpu.max(0.01)
     );
     let busiest: Vec<String> = {
-        let mut t: Vec<_> = dest_threads.into_iter().filter(|(_, s)| *s >= 0.05).collect();
+        let mut t: Vec<_> = dest_threads
+            .into_iter()
+            .filter(|(_, s)| *s >= 0.05)
+            .collect();
         t.sort_by(|a, b| b.1.total_cmp(&a.1));
         t.iter().map(|(n, s)| format!("{n} {s:.1} s")).collect()
     };
-    println!("with the destination, CPU by thread: {}", busiest.join(", "));
+    println!(
+        "with the destination, CPU by thread: {}",
+        busiest.join(", ")
+    );
     println!(
         "ratio engine / passthrough: {:.2} (engine start-up included); with a destination / without: {:.2}",
         engine / base,
