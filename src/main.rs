@@ -7,6 +7,7 @@ mod engine_http;
 mod kafka_tools;
 mod plugins;
 mod replay;
+mod state_tool;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -121,6 +122,11 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Engine state tools: move person state for a new cluster size.
+    State {
+        #[command(subcommand)]
+        command: state_tool::StateCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -232,6 +238,7 @@ async fn main() -> Result<()> {
         Command::Migrate => migrate(&config).await?,
         Command::Replay(args) => replay::run(&config, args).await?,
         Command::Dlq { command } => dlq::run(&config, command).await?,
+        Command::State { command } => state_tool::run(&config, command)?,
         Command::Capture => {
             hogstream_capture::serve(config.capture.clone(), shutdown_signal(Arc::clone(&flag)))
                 .await

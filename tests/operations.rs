@@ -498,3 +498,65 @@ fn bad_ranges_and_entries_are_refused_with_clear_messages() {
         );
     }
 }
+
+/// `hogstream state resize`: a one-process engine with person state becomes a two-process
+/// cluster, and every team's persons go on from where they were (a `$set_once` set before the
+/// resize is kept, which a lost state would overwrite).
+#[test]
+fn resizing_the_cluster_moves_person_state_to_its_new_owner() {
+    let teams = [
+        (43, "phc_resize_a"),
+        (44, "phc_resize_b"),
+        (45, "phc_resize_c"),
+        (46, "phc_resize_d"),
+    ];
+    let tokens: Vec<&str> = std::iter::once(TOKEN)
+        .chain(teams.iter().map(|(_, t)| *t))
+        .collect();
+    let p = Pipeline::with_teams(1, 2, &teams);
+    let send_all = |first: &str, n: u32| {
+        for token in &tokens {
+            let event = json!({"event": "$pageview", "distinct_id": "u1", "uuid": Uuid::now_v7().to_string(),
+                "properties": {"$set_once": {"first": first}, "$set": {"n": n}}});
+            assert_eq!(p.send_batch_with_token(token, &[event]), 200);
+        }
+    };
+    let persons_with = |n: u32, first: &str| {
+        format!(
+            "SELECT count() FROM person FINAL WHERE JSONExtractInt(properties, 'n') = {n} AND JSONExtractString(properties, 'first') = '{first}'"
+        )
+    };
+    p.start_capture();
+    p.start_engine();
+    send_all("one", 1);
+    assert_eq!(
+        p.wait_for(&persons_with(1, "one"), 5, Duration::from_secs(90)),
+        5,
+        "{}",
+        p.engine_log()
+    );
+    assert!(p.stop_engine(), "{}", p.engine_log());
+
+    let out = p.hogstream(&["state", "resize", "--processes", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("from process 0 to process 1"),
+        "some team moves: {stdout}"
+    );
+    assert!(stdout.contains("laid out for 2 processes"), "{stdout}");
+
+    p.start_engine_cluster(2);
+    send_all("two", 2);
+    assert_eq!(
+        p.wait_for(&persons_with(2, "one"), 5, Duration::from_secs(120)),
+        5,
+        "every person kept its first value: {}",
+        p.engine_log()
+    );
+    assert_eq!(p.query_u64(&persons_with(2, "two")).unwrap(), 0);
+}

@@ -231,11 +231,17 @@ fn commit(
     Ok(())
 }
 
+/// The process that owns a route (a team) in a cluster of `processes`: where its person state
+/// lives. `hogstream state resize` moves state by the same rule.
+pub fn process_of(route: u64, processes: u64) -> u64 {
+    route % processes.max(1)
+}
+
 /// The worker that owns a route (a team). Its process depends on the process count alone, so
 /// changing the number of workers per process never moves a team's person state to another
 /// process's store. Timely's exchange takes the returned index as is (`% peers` or `& mask`).
 fn owner(route: u64, processes: u64, workers: u64) -> u64 {
-    let process = route % processes;
+    let process = process_of(route, processes);
     process * workers + (route / processes) % workers
 }
 

@@ -118,11 +118,26 @@ impl Runner {
             .filter(|p| (*p as usize) % processes.max(1) == process)
             .collect();
         let state = store.destination(&plugin.id);
+        // The group's commit is never ahead of a process's stored place: it is the fallback when
+        // a partition moved here from another process (a cluster resize).
+        let mut query = TopicPartitionList::new();
+        for p in &partitions {
+            query.add_partition(&topic, *p);
+        }
+        let committed = if partitions.is_empty() {
+            TopicPartitionList::new()
+        } else {
+            consumer.committed_offsets(query, TIMEOUT)?
+        };
         let mut tpl = TopicPartitionList::new();
         let mut first_place = Vec::new();
         for p in &partitions {
             let (low, high) = consumer.fetch_watermarks(&topic, *p, TIMEOUT)?;
-            let offset = match state.offset(&topic, *p)? {
+            let group = match committed.find_partition(&topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            let offset = match state.offset(&topic, *p)?.max(group) {
                 Some(o) => source::checked_resume(&topic, *p, o, (low, high)),
                 None => {
                     let o = match plugin.start {

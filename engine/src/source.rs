@@ -216,6 +216,11 @@ fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
         .and_then(|h| h.value)
 }
 
+/// The route of a team's events, from its token: what decides its worker and process.
+pub fn team_route(token: &str) -> u64 {
+    xxh3_64(token.as_bytes())
+}
+
 /// The route of a message: its team (token) from capture's headers, else the token part of
 /// its key, else its place. Person state is decided per team on one worker, because a merge
 /// may join any two distinct ids of a team; spreading one team over several workers needs

@@ -18,6 +18,17 @@ pub(crate) const CF_PLUGINS: &str = "plugins";
 /// Column families this build knows; opening creates the missing ones.
 const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS, CF_PERSONS, CF_PLUGINS];
 
+/// Why person state could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error(
+        "team {0} has person state but is not configured in [[teams]]; add it (its token decides its process) and run again"
+    )]
+    UnknownTeam(i64),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// Where the engine resumes reading one partition: the next offset to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionOffset {
@@ -152,6 +163,65 @@ impl StateStore {
         Ok(())
     }
 
+    /// Records `processes` as the cluster's process count, whatever was there: for the resize
+    /// tool, after it moved every team's person state to its new owner.
+    pub fn set_layout(&self, processes: u64) -> Result<(), StateError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.put_cf_opt(
+            self.cf(CF_OFFSETS),
+            LAYOUT_KEY,
+            processes.to_be_bytes(),
+            &opts,
+        )?;
+        Ok(())
+    }
+
+    /// Moves the person state of every team for which `target(team)` names another store
+    /// (an index into `stores`) there: copied with a synced write, then deleted here, in batches,
+    /// so an interrupted move can simply be run again. Returns the records moved per target.
+    /// A key with a team `target` does not know (`Err(team)`) stops the move.
+    pub fn move_person_state(
+        &self,
+        stores: &[StateStore],
+        target: impl Fn(i64) -> Result<Option<usize>, i64>,
+    ) -> Result<Vec<u64>, MoveError> {
+        const BATCH: usize = 10_000;
+        let mut moved = vec![0u64; stores.len()];
+        let mut pending: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+        let flush = |pending: &mut Vec<(usize, Vec<u8>, Vec<u8>)>| -> Result<(), StateError> {
+            for (i, store) in stores.iter().enumerate() {
+                let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = pending
+                    .iter()
+                    .filter(|(t, ..)| *t == i)
+                    .map(|(_, k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                store.write_state(&writes)?;
+            }
+            let deletes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                pending.drain(..).map(|(_, k, _)| (k, None)).collect();
+            self.write_state(&deletes)
+        };
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(StateError::from)?;
+            let Some(team) = crate::persons::team_of_key(&key) else {
+                continue;
+            };
+            if let Some(t) = target(team).map_err(MoveError::UnknownTeam)? {
+                moved[t] += 1;
+                pending.push((t, key.to_vec(), value.to_vec()));
+                if pending.len() >= BATCH {
+                    flush(&mut pending)?;
+                }
+            }
+        }
+        flush(&mut pending)?;
+        Ok(moved)
+    }
+
     /// One person-state record, undecoded (see `persons::record_key`).
     pub fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self.db.get_cf(self.cf(CF_PERSONS), key)?)
@@ -221,5 +291,45 @@ mod tests {
         assert_eq!(s.offset("t", 1).unwrap(), Some(7));
         assert_eq!(s.offset("t2", 0).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn person_state_moves_by_team_and_the_layout_can_be_set() {
+        let base = std::env::temp_dir().join(format!("hs-move-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let a = StateStore::open(base.join("a"), 1 << 20).unwrap();
+        let b = StateStore::open(base.join("b"), 1 << 20).unwrap();
+        let record = |team: i64, id: &str| crate::persons::record_key(team, id);
+        a.write_state(&[
+            (record(1, "x"), Some(b"one".to_vec())),
+            (record(2, "y"), Some(b"two".to_vec())),
+            (record(2, "z"), Some(b"three".to_vec())),
+            (b"G".to_vec(), Some(vec![0, 0, 0, 0, 0, 0, 0, 7])),
+        ])
+        .unwrap();
+        a.claim_layout(1).unwrap();
+        let stores = [a.clone(), b.clone()];
+        let moved = a
+            .move_person_state(&stores, |team| Ok((team == 2).then_some(1)))
+            .unwrap();
+        assert_eq!(moved, vec![0, 2]);
+        assert_eq!(a.get_state(&record(1, "x")).unwrap(), Some(b"one".to_vec()));
+        assert_eq!(a.get_state(&record(2, "y")).unwrap(), None);
+        assert_eq!(b.get_state(&record(2, "y")).unwrap(), Some(b"two".to_vec()));
+        assert_eq!(
+            b.get_state(&record(2, "z")).unwrap(),
+            Some(b"three".to_vec())
+        );
+        assert!(a.get_state(b"G").unwrap().is_some(), "the generation stays");
+        // Moving again changes nothing; an unknown team stops the move.
+        let again = a.move_person_state(&stores, |team| Ok((team == 2).then_some(1)));
+        assert_eq!(again.unwrap(), vec![0, 0]);
+        let err = a.move_person_state(&stores, Err).unwrap_err();
+        assert!(err.to_string().contains("team 1 has person state"), "{err}");
+
+        assert!(a.claim_layout(2).is_err(), "persons exist under layout 1");
+        a.set_layout(2).unwrap();
+        a.claim_layout(2).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -23,5 +23,5 @@ pub use groups::MAX_GROUP_TYPES;
 pub use input::{GroupIdentify, MergeKind, PersonEvent, Stamp, is_illegal_id};
 pub use stage::{
     Changes, EventPerson, GroupChange, GroupTypeChange, PendingWrites, PersonMode, PersonState,
-    PersonWarning, Processed, personless_created_at, record_key,
+    PersonWarning, Processed, personless_created_at, record_key, team_of_key,
 };

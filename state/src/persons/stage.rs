@@ -128,6 +128,17 @@ const GROUP: u8 = b'g';
 /// The last process lifetime that opened the person state.
 const GENERATION: &[u8] = b"G";
 
+/// The team of a person-state key; `None` for the store-wide generation key.
+pub fn team_of_key(key: &[u8]) -> Option<i64> {
+    if !matches!(
+        key.first(),
+        Some(&(COMPONENT | INDEX | GROUP_TYPES | GROUP))
+    ) {
+        return None;
+    }
+    Some(i64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
+}
+
 fn key(kind: u8, team_id: i64, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + rest.len());
     k.push(kind);
