@@ -120,23 +120,13 @@ impl Runner {
         let state = store.destination(&plugin.id);
         // The group's commit is never ahead of a process's stored place: it is the fallback when
         // a partition moved here from another process (a cluster resize).
-        let mut query = TopicPartitionList::new();
-        for p in &partitions {
-            query.add_partition(&topic, *p);
-        }
-        let committed = if partitions.is_empty() {
-            TopicPartitionList::new()
-        } else {
-            consumer.committed_offsets(query, TIMEOUT)?
-        };
+        let listed: Vec<(String, i32)> = partitions.iter().map(|p| (topic.clone(), *p)).collect();
+        let committed = source::group_offsets(&consumer, &listed)?;
         let mut tpl = TopicPartitionList::new();
         let mut first_place = Vec::new();
         for p in &partitions {
             let (low, high) = consumer.fetch_watermarks(&topic, *p, TIMEOUT)?;
-            let group = match committed.find_partition(&topic, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            };
+            let group = committed.get(&(topic.clone(), *p)).copied();
             let offset = match state.offset(&topic, *p)?.max(group) {
                 Some(o) => source::checked_resume(&topic, *p, o, (low, high)),
                 None => {

@@ -133,6 +133,28 @@ pub fn assigned_partitions(
         .collect())
 }
 
+/// The offsets the consumer's group committed for `partitions` (those it committed at all).
+pub fn group_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: &[(String, i32)],
+) -> Result<HashMap<(String, i32), i64>, EngineError> {
+    if partitions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut query = TopicPartitionList::new();
+    for (t, p) in partitions {
+        query.add_partition(t, *p);
+    }
+    let committed = consumer.committed_offsets(query, METADATA_TIMEOUT)?;
+    Ok(partitions
+        .iter()
+        .filter_map(|(t, p)| match committed.find_partition(t, *p)?.offset() {
+            Offset::Offset(o) => Some(((t.clone(), *p), o)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Assigns `partitions` at their resume offsets: the later of the local store and the group's
 /// Kafka commit, else the beginning of the partition. Both are safe lower bounds: the group is
 /// only ever committed after the owning process stored the same offset durably, so the later one
@@ -143,22 +165,11 @@ pub fn assign(
     store: &StateStore,
     partitions: &[(String, i32)],
 ) -> Result<HashMap<(String, i32), i64>, EngineError> {
-    let mut query = TopicPartitionList::new();
-    for (t, p) in partitions {
-        query.add_partition(t, *p);
-    }
-    let committed = if partitions.is_empty() {
-        TopicPartitionList::new()
-    } else {
-        consumer.committed_offsets(query, METADATA_TIMEOUT)?
-    };
+    let committed = group_offsets(consumer, partitions)?;
     let mut tpl = TopicPartitionList::new();
     let mut resume = HashMap::new();
     for (t, p) in partitions {
-        let group = match committed.find_partition(t, *p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        };
+        let group = committed.get(&(t.clone(), *p)).copied();
         let offset = match store.offset(t, *p)?.max(group) {
             Some(o) => {
                 let log = consumer.fetch_watermarks(t, *p, METADATA_TIMEOUT)?;
