@@ -219,8 +219,10 @@ body = {{ text = "{{event.event}} from {{event.properties.$geoip_city_name}}", u
     );
 
     receiver.down.store(false, Ordering::SeqCst);
+    // The backoff doubled during the outage: the next attempt may be as far away as the outage
+    // was long.
     assert!(
-        wait_until(Duration::from_secs(90), || receiver
+        wait_until(Duration::from_secs(300), || receiver
             .bodies
             .lock()
             .unwrap()
