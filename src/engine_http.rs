@@ -6,7 +6,13 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use hogstream_engine::{KafkaConfig, source};
 use hogstream_sinks::ClickHouseConfig;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -21,14 +27,8 @@ struct Probes {
     clickhouse: clickhouse::Client,
 }
 
-async fn render_metrics(State(p): State<Arc<Probes>>) -> impl IntoResponse {
-    match &p.metrics {
-        Some(h) => (StatusCode::OK, h.render()),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics recorder not installed".into(),
-        ),
-    }
+async fn render_metrics(State(p): State<Arc<Probes>>) -> Response {
+    hogstream_capture::metrics::render(p.metrics.as_ref())
 }
 
 async fn kafka_status(p: &Probes) -> Result<(), String> {

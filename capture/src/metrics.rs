@@ -53,6 +53,26 @@ pub fn install_prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// `GET /metrics`: the Prometheus text of `handle`, or 503 when no recorder is installed.
+pub fn render(handle: Option<&PrometheusHandle>) -> axum::response::Response {
+    use axum::{
+        http::{StatusCode, header},
+        response::IntoResponse,
+    };
+    match handle {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+            .into_response(),
+    }
+}
+
 pub(crate) fn request(route: &'static str, status: u16, elapsed: Duration) {
     metrics::counter!(REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
     metrics::histogram!(REQUEST_DURATION, "route" => route).record(elapsed.as_secs_f64());

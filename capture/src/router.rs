@@ -74,18 +74,7 @@ async fn readiness(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics recorder not installed",
-        )
-            .into_response(),
-    }
+    crate::metrics::render(state.metrics.as_ref())
 }
 
 async fn recordings() -> Response {

@@ -22,10 +22,7 @@ use std::{
 
 use hogstream_sinks::{OutputBatch, Outputs};
 use hogstream_state::{PartitionOffset, StateStore, persons::PendingWrites};
-use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{CommitMode, Consumer},
-};
+use rdkafka::Message;
 use timely::{
     container::CapacityContainerBuilder,
     dataflow::{
@@ -220,15 +217,7 @@ fn commit(
         return Ok(());
     }
     store.store_offsets(offsets)?;
-    let mut tpl = TopicPartitionList::new();
-    for o in offsets {
-        tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next_offset))?;
-    }
-    // For monitoring and as a fallback after a resize; never ahead of the local store.
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::debug!(error = %e, "kafka commit failed (monitoring only)");
-    }
-    Ok(())
+    source::commit_to_group(consumer, offsets)
 }
 
 /// The process that owns a route (a team) in a cluster of `processes`: where its person state

@@ -21,7 +21,7 @@ use hogstream_plugin::{Delivery, DestinationPlugin, Start, deliver};
 use hogstream_state::{PartitionOffset, StateStore};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, CommitMode, Consumer},
+    consumer::{BaseConsumer, Consumer},
     message::Headers,
 };
 
@@ -280,7 +280,10 @@ impl Runner {
             })
             .collect();
         state.commit(&offsets, &recorded, day)?;
-        self.commit_to_kafka(&offsets);
+        // For lag monitoring, and the fallback when a partition moves to another process.
+        if let Err(e) = source::commit_to_group(&self.consumer, &offsets) {
+            tracing::debug!(destination = id, error = %e, "cannot build the group commit");
+        }
         self.last_commit = Instant::now();
         let keep_from = day.saturating_sub(DEDUP_DAYS - 1);
         if self.forgotten_before < keep_from {
@@ -288,24 +291,5 @@ impl Runner {
             self.forgotten_before = keep_from;
         }
         Ok(true)
-    }
-
-    /// For lag monitoring only (`kafka-consumer-groups`); the local store is what resumes.
-    fn commit_to_kafka(&self, offsets: &[PartitionOffset]) {
-        if offsets.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for o in offsets {
-            if tpl
-                .add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next_offset))
-                .is_err()
-            {
-                return;
-            }
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(error = %e, "destination kafka commit failed (monitoring only)");
-        }
     }
 }

@@ -9,12 +9,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use hogstream_event::headers;
-use hogstream_state::StateStore;
+use hogstream_state::{PartitionOffset, StateStore};
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
     error::RDKafkaErrorCode,
     message::{BorrowedMessage, Headers},
 };
@@ -131,6 +131,26 @@ pub fn assigned_partitions(
         .filter(|(i, _)| i % peers == worker)
         .map(|(_, tp)| tp)
         .collect())
+}
+
+/// Commits `offsets` under the consumer's group, asynchronously. The group commit is for
+/// monitoring and the fallback after a partition changes process; callers store offsets locally
+/// first, so it is never ahead of them, and a failed commit is only logged.
+pub fn commit_to_group<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &[PartitionOffset],
+) -> Result<(), EngineError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for o in offsets {
+        tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next_offset))?;
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "kafka group commit failed (monitoring and resize fallback only)");
+    }
+    Ok(())
 }
 
 /// The offsets the consumer's group committed for `partitions` (those it committed at all).

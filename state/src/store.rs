@@ -187,20 +187,19 @@ impl StateStore {
         target: impl Fn(i64) -> Result<Option<usize>, i64>,
     ) -> Result<Vec<u64>, MoveError> {
         const BATCH: usize = 10_000;
+        type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
         let mut moved = vec![0u64; stores.len()];
-        let mut pending: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
-        let flush = |pending: &mut Vec<(usize, Vec<u8>, Vec<u8>)>| -> Result<(), StateError> {
-            for (i, store) in stores.iter().enumerate() {
-                let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = pending
-                    .iter()
-                    .filter(|(t, ..)| *t == i)
-                    .map(|(_, k, v)| (k.clone(), Some(v.clone())))
-                    .collect();
-                store.write_state(&writes)?;
+        // Per target store its copies, and here the deletes of what was copied.
+        let mut copies: Vec<Writes> = vec![Vec::new(); stores.len()];
+        let mut deletes: Writes = Vec::new();
+        let flush = |copies: &mut Vec<Writes>, deletes: &mut Writes| -> Result<(), StateError> {
+            for (store, writes) in stores.iter().zip(copies.iter_mut()) {
+                store.write_state(writes)?;
+                writes.clear();
             }
-            let deletes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-                pending.drain(..).map(|(_, k, _)| (k, None)).collect();
-            self.write_state(&deletes)
+            self.write_state(deletes)?;
+            deletes.clear();
+            Ok(())
         };
         for item in self
             .db
@@ -212,13 +211,14 @@ impl StateStore {
             };
             if let Some(t) = target(team).map_err(MoveError::UnknownTeam)? {
                 moved[t] += 1;
-                pending.push((t, key.to_vec(), value.to_vec()));
-                if pending.len() >= BATCH {
-                    flush(&mut pending)?;
+                copies[t].push((key.to_vec(), Some(value.into_vec())));
+                deletes.push((key.into_vec(), None));
+                if deletes.len() >= BATCH {
+                    flush(&mut copies, &mut deletes)?;
                 }
             }
         }
-        flush(&mut pending)?;
+        flush(&mut copies, &mut deletes)?;
         Ok(moved)
     }
 
