@@ -1,8 +1,15 @@
 //! Person state at scale. Loads N persons (default 10 million; `cargo bench --bench persons --
 //! <N>`) straight into the RocksDB state through the person stage (not through HTTP), then
 //! reports bytes per person on disk, resident memory, and person lookups and updates per second
-//! with a cold and a warm cache. The baseline, in the same run and on the same store, is a raw
-//! RocksDB point read of the same records: the floor the person logic adds to.
+//! with a cold and a warm cache. Two baselines, in the same run and on the same store: a raw
+//! RocksDB point read of the same records (the floor the person logic adds to), and the person
+//! stage on one state thread (what the engine's default `state_threads`, one per core, gains).
+//! Both read a batch's records together (`StateStore::get_state_many`); the raw baseline reads
+//! one at a time.
+//!
+//! A last section runs the engine's whole processing stage (decode, rules, persons, rows) on the
+//! events of one team, as the worker that owns the team does, with one state thread and with the
+//! default count.
 
 use std::{
     collections::HashMap,
@@ -10,7 +17,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::sync::Arc;
+
 use chrono::{TimeZone, Utc};
+use hogstream_engine::{
+    normalize::Rules,
+    process::Processor,
+    record::SourceRecord,
+    teams::{Team, Teams},
+};
+use hogstream_event::CapturedEvent;
+use hogstream_sinks::OutputBatch;
 use hogstream_state::{
     StateStore,
     persons::{PersonEvent, PersonState, Processed, record_key, reference::Rng},
@@ -26,6 +43,8 @@ const TEAM: i64 = 1;
 const BATCH: usize = 2_000;
 const CACHE_BYTES: usize = 256 << 20;
 const OPS: usize = 200_000;
+/// Cold operations per measurement: every one is a disk read at first.
+const COLD_OPS: usize = 50_000;
 const HOT_SET: usize = 20_000;
 
 /// A posthog-js style anonymous distinct id (a UUIDv7 text) for person `i`.
@@ -106,6 +125,13 @@ fn rss_mib(field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+}
+
 fn run(state: &mut PersonState, store: &StateStore, events: Vec<PersonEvent>) -> Processed {
     let out = state.process(&events).expect("person state");
     out.writes.commit(store).expect("commit");
@@ -149,6 +175,84 @@ fn raw_reads(store: &StateStore, ids: &[usize]) -> f64 {
     ids.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+const STAGE_TOKEN: &str = "phc_bench";
+const STAGE_EVENTS: usize = 200_000;
+const STAGE_PERSONS: usize = 20_000;
+/// The engine's default `max_poll_records`: the most one worker reads per step.
+const STAGE_BATCH: usize = 5_000;
+
+/// A web SDK's pageview as capture writes it to Kafka; every tenth one sets person properties.
+fn stage_record(i: usize) -> SourceRecord {
+    let mut properties = json!({
+        "$current_url": format!("https://app.example.com/projects/{}", i % 1000),
+        "$browser": "Firefox", "$browser_version": 133, "$os": "Linux",
+        "$session_id": Uuid::from_u128(i as u128 / 20).to_string(),
+        "$lib": "web", "$lib_version": "1.200.0",
+        "$screen_height": 1080, "$screen_width": 1920, "plan": "team", "i": i,
+    });
+    if i.is_multiple_of(10) {
+        let plan = ["free", "pro"][i % 2];
+        properties["$set"] = json!({"plan": plan, "last_seen": i});
+    }
+    let at = Utc.timestamp_opt(1_790_000_000 + i as i64, 0).unwrap();
+    let data = json!({"event": "$pageview", "properties": properties});
+    let captured = CapturedEvent {
+        uuid: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | i as u128),
+        distinct_id: distinct_id(i % STAGE_PERSONS),
+        ip: "127.0.0.1".into(),
+        data: data.to_string(),
+        now: hogstream_event::time::rfc3339(at),
+        sent_at: None,
+        token: STAGE_TOKEN.into(),
+        event: "$pageview".into(),
+        timestamp: hogstream_event::time::rfc3339(at),
+        is_cookieless_mode: false,
+        historical_migration: false,
+    };
+    SourceRecord {
+        topic: "events_plugin_ingestion".into(),
+        partition: 0,
+        offset: i as i64,
+        timestamp_ms: at.timestamp_millis(),
+        key: Some(captured.partition_key().into_bytes()),
+        route: 0,
+        force_personless: false,
+        payload: serde_json::to_vec(&captured).expect("encodes"),
+        headers: Vec::new(),
+    }
+}
+
+/// Events per second through the engine's processing stage for one team, on `threads` state
+/// threads, over a fresh store.
+fn stage_rate(dir: &Path, threads: usize, records: &[SourceRecord]) -> f64 {
+    let _ = std::fs::remove_dir_all(dir);
+    let store = StateStore::open(dir, CACHE_BYTES).expect("open the store");
+    let teams = Teams::new(vec![Team {
+        id: TEAM,
+        token: STAGE_TOKEN.into(),
+        ..Default::default()
+    }])
+    .expect("one team");
+    let mut processor = Processor::new(
+        Arc::new(teams),
+        Arc::new(Rules::default()),
+        store.clone(),
+        Arc::new(pool(threads)),
+    )
+    .expect("a processor");
+    let started = Instant::now();
+    let mut rows = 0;
+    for batch in records.chunks(STAGE_BATCH) {
+        let mut out = OutputBatch::default();
+        let writes = processor.process(batch.to_vec(), &mut out);
+        writes.commit(&store).expect("commit");
+        rows += out.events.len();
+    }
+    let rate = records.len() as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(rows, records.len(), "every event becomes a row");
+    rate
+}
+
 fn drop_page_cache() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
@@ -170,7 +274,10 @@ fn main() {
     );
 
     let mut seq = 0u64;
-    let load = {
+    // The engine's default `state_threads`.
+    let state_threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let parallel = pool(state_threads);
+    let load = parallel.install(|| {
         let store = StateStore::open(&dir, CACHE_BYTES).expect("open the store");
         let mut state = PersonState::new(store.clone(), HashMap::new()).expect("person state");
         let started = Instant::now();
@@ -199,12 +306,14 @@ fn main() {
         let rate = n as f64 / started.elapsed().as_secs_f64();
         store.compact().expect("compact");
         rate
-    };
+    });
     let disk = dir_bytes(&dir);
     println!();
     println!("| what | figure |");
     println!("|---|---|");
-    println!("| load through the person stage | {load:.0} persons/s |");
+    println!(
+        "| load through the person stage ({state_threads} state threads) | {load:.0} persons/s |"
+    );
     println!(
         "| disk after compaction | {:.2} GiB, {:.0} bytes/person |",
         disk as f64 / f64::from(1 << 30),
@@ -217,44 +326,95 @@ fn main() {
     );
 
     let mut rng = Rng(7);
-    let random: Vec<usize> = (0..OPS).map(|_| rng.below(n)).collect();
-    let hot: Vec<usize> = (0..OPS).map(|k| random[k % HOT_SET.min(OPS)]).collect();
+    // Other random persons for every cold measurement, so none reads what another cached.
+    let mut cold_sets = (0..5)
+        .map(|_| (0..COLD_OPS).map(|_| rng.below(n)).collect::<Vec<_>>())
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut cold_set = || cold_sets.next().expect("enough cold sets");
+    let hot_set: Vec<usize> = (0..HOT_SET).map(|_| rng.below(n)).collect();
+    let hot: Vec<usize> = hot_set.iter().copied().cycle().take(OPS).collect();
     let page_cache = if drop_page_cache() {
         "dropped"
     } else {
         "not droppable here: warm"
     };
 
-    // Cold: a fresh process-level cache (RocksDB block cache); random persons out of all n.
-    let store = StateStore::open(&dir, CACHE_BYTES).expect("reopen the store");
-    let raw_cold = raw_reads(&store, &random[..OPS / 2]);
-    let mut state = PersonState::new(store.clone(), HashMap::new()).expect("person state");
-    let lookups_cold = measure(&mut state, &store, &random[OPS / 2..], &mut seq, lookup);
-    let updates_cold = measure(&mut state, &store, &random, &mut seq, update);
+    // Cold: the OS page cache dropped and a fresh block cache (the store reopened) before each.
+    let raw_cold = {
+        let store = StateStore::open(&dir, CACHE_BYTES).expect("reopen the store");
+        raw_reads(&store, &cold_set())
+    };
+    println!(
+        "| baseline: raw RocksDB point read, one at a time, cold (OS page cache {page_cache}) | {raw_cold:.0}/s |"
+    );
+    let mut rows = Vec::new();
+    for threads in [1, state_threads] {
+        let pool = pool(threads);
+        drop_page_cache();
+        let store = StateStore::open(&dir, CACHE_BYTES).expect("reopen the store");
+        let mut state = PersonState::new(store.clone(), HashMap::new()).expect("person state");
+        let (lookups, updates) = pool.install(|| {
+            let lookups = measure(&mut state, &store, &cold_set(), &mut seq, lookup);
+            let updates = measure(&mut state, &store, &cold_set(), &mut seq, update);
+            (lookups, updates)
+        });
+        rows.push((threads, "cold", lookups, updates));
+    }
     // Warm: a hot set of persons that fits the cache, read once before measuring.
-    measure(
-        &mut state,
-        &store,
-        &hot[..HOT_SET.min(OPS)],
-        &mut seq,
-        lookup,
-    );
+    let store = StateStore::open(&dir, CACHE_BYTES).expect("reopen the store");
+    let mut state = PersonState::new(store.clone(), HashMap::new()).expect("person state");
+    parallel.install(|| measure(&mut state, &store, &hot[..HOT_SET], &mut seq, lookup));
     let raw_warm = raw_reads(&store, &hot);
-    let lookups_warm = measure(&mut state, &store, &hot, &mut seq, lookup);
-    let updates_warm = measure(&mut state, &store, &hot, &mut seq, update);
     println!(
-        "| baseline: raw RocksDB point read, cold (OS page cache {page_cache}) | {raw_cold:.0}/s |"
+        "| baseline: raw RocksDB point read, one at a time, warm ({HOT_SET} hot persons) | {raw_warm:.0}/s |"
     );
-    println!("| person lookups, cold | {lookups_cold:.0}/s |");
-    println!("| person updates (`$set`), cold | {updates_cold:.0}/s |");
-    println!(
-        "| baseline: raw RocksDB point read, warm ({HOT_SET} hot persons) | {raw_warm:.0}/s |"
-    );
-    println!("| person lookups, warm | {lookups_warm:.0}/s |");
-    println!("| person updates (`$set`), warm | {updates_warm:.0}/s |");
+    for threads in [1, state_threads] {
+        let pool = pool(threads);
+        let (lookups, updates) = pool.install(|| {
+            let lookups = measure(&mut state, &store, &hot, &mut seq, lookup);
+            let updates = measure(&mut state, &store, &hot, &mut seq, update);
+            (lookups, updates)
+        });
+        rows.push((threads, "warm", lookups, updates));
+    }
+    for (threads, cache, lookups, updates) in &rows {
+        let base = rows
+            .iter()
+            .find(|r| r.0 == 1 && r.1 == *cache)
+            .expect("the one-thread baseline");
+        let versus = |v: f64, b: f64| {
+            if *threads == 1 {
+                "baseline".to_string()
+            } else {
+                format!("{:.1}x", v / b)
+            }
+        };
+        println!(
+            "| person lookups, {cache}, {threads} state thread(s) | {lookups:.0}/s ({}) |",
+            versus(*lookups, base.2)
+        );
+        println!(
+            "| person updates (`$set`), {cache}, {threads} state thread(s) | {updates:.0}/s ({}) |",
+            versus(*updates, base.3)
+        );
+    }
     println!(
         "| resident memory at the end (peak) | {:.0} MiB ({:.0} MiB) |",
         rss_mib("VmRSS:"),
         rss_mib("VmHWM:")
     );
+
+    let records: Vec<SourceRecord> = (0..STAGE_EVENTS).map(stage_record).collect();
+    let stage_dir = dir.with_file_name("stage");
+    let one = stage_rate(&stage_dir, 1, &records);
+    let many = stage_rate(&stage_dir, state_threads, &records);
+    println!();
+    println!(
+        "engine processing stage, one team ({STAGE_EVENTS} pageviews of {STAGE_PERSONS} persons, batches of {STAGE_BATCH}):"
+    );
+    println!("| state threads | events/s |");
+    println!("|---|---|");
+    println!("| 1 (baseline) | {one:.0} |");
+    println!("| {state_threads} | {many:.0} ({:.1}x) |", many / one);
 }

@@ -68,6 +68,10 @@ pub struct EngineConfig {
     pub max_inflight_flushes: usize,
     /// RocksDB block cache for the whole process.
     pub block_cache_bytes: usize,
+    /// Threads, shared by the workers of this process, that do the per-event and per-person
+    /// work of a batch (decoding, plugins, resolving person state, rows), so a busy team is not
+    /// held to the one worker that owns it. Default: the machine's cores.
+    pub state_threads: usize,
     /// How long a graceful shutdown may take to drain and flush before giving up.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             max_poll_records: 5_000,
             max_inflight_flushes: 4,
             block_cache_bytes: 256 << 20,
+            state_threads: std::thread::available_parallelism().map_or(2, usize::from),
             shutdown_timeout: Duration::from_secs(30),
             drop_events: Vec::new(),
             metrics_address: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),

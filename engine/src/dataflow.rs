@@ -45,6 +45,8 @@ pub struct Shared {
     pub teams: Arc<Teams>,
     pub rules: Arc<Rules>,
     pub store: StateStore,
+    /// Where person state is read and resolved (see `hogstream_state::persons`).
+    pub state_pool: Arc<rayon::ThreadPool>,
     pub runtime: tokio::runtime::Handle,
     pub outputs: Outputs,
     pub shutdown: Arc<AtomicBool>,
@@ -256,6 +258,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
         Arc::clone(&shared.teams),
         Arc::clone(&shared.rules),
         shared.store.clone(),
+        Arc::clone(&shared.state_pool),
     )?;
     let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Vec<SourceRecord>>();

@@ -20,6 +20,8 @@ pub enum EngineError {
     Timely(String),
     #[error("worker {worker} failed: {message}")]
     Worker { worker: usize, message: String },
+    #[error("cannot start the person-state threads: {0}")]
+    StatePool(#[from] rayon::ThreadPoolBuildError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
 }

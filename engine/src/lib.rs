@@ -128,6 +128,10 @@ pub fn run(
     };
     plugin_threads.extend(plugins::start_scheduler(tasks, &shutdown)?);
 
+    let state_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.engine.state_threads.max(1))
+        .thread_name(|i| format!("hs-state-{i}"))
+        .build()?;
     let config = timely_config(&settings);
     let shared = Arc::new(dataflow::Shared {
         rules: Arc::new(normalize::Rules {
@@ -137,6 +141,7 @@ pub fn run(
         settings,
         teams: Arc::new(teams),
         store,
+        state_pool: Arc::new(state_pool),
         runtime: runtime.handle().clone(),
         outputs: Outputs {
             clickhouse: sink,

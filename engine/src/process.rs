@@ -14,6 +14,7 @@ use hogstream_state::{
     StateStore,
     persons::{Changes, EventPerson, PendingWrites, PersonEvent, PersonMode, PersonState},
 };
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::{
@@ -40,6 +41,7 @@ pub struct Processor {
     teams: Arc<Teams>,
     rules: Arc<Rules>,
     persons: PersonState,
+    state_pool: Arc<rayon::ThreadPool>,
     versions: Versions,
 }
 
@@ -119,12 +121,14 @@ impl Processor {
         teams: Arc<Teams>,
         rules: Arc<Rules>,
         store: StateStore,
+        state_pool: Arc<rayon::ThreadPool>,
     ) -> Result<Self, EngineError> {
         let persons = PersonState::new(store, teams.declared_group_types())?;
         Ok(Self {
             teams,
             rules,
             persons,
+            state_pool,
             versions: Versions::default(),
         })
     }
@@ -132,22 +136,34 @@ impl Processor {
     /// Processes `records` into `out` and returns the person-state writes to commit once `out`
     /// is stored. Never fails: what cannot be processed becomes a dead letter and the records
     /// around it go on.
+    ///
+    /// The per-event work (decoding, rules, plugins, person-event parsing, row building) runs
+    /// on the state pool, so one busy team is not held to the one worker that owns it.
     pub fn process(
         &mut self,
         records: impl IntoIterator<Item = SourceRecord>,
         out: &mut OutputBatch,
     ) -> PendingWrites {
         let _stage = tracing::debug_span!("stage.process").entered();
+        let pool = Arc::clone(&self.state_pool);
+        let records: Vec<SourceRecord> = records.into_iter().collect();
+        pool.install(|| self.process_on_pool(records, out))
+    }
+
+    fn process_on_pool(
+        &mut self,
+        records: Vec<SourceRecord>,
+        out: &mut OutputBatch,
+    ) -> PendingWrites {
+        let (teams, rules) = (&*self.teams, &*self.rules);
+        let outcomes: Vec<Outcome> = records
+            .par_iter()
+            .map(|r| normalize(&r.payload, r.force_personless, teams, rules))
+            .collect();
         let mut events = Vec::new();
-        let mut seen = 0u64;
-        for record in records {
-            seen += 1;
-            match normalize(
-                &record.payload,
-                record.force_personless,
-                &self.teams,
-                &self.rules,
-            ) {
+        let seen = records.len() as u64;
+        for (record, outcome) in records.into_iter().zip(outcomes) {
+            match outcome {
                 Outcome::Event(event, warnings) => {
                     out.warnings.extend(warnings.into_iter().map(warning_row));
                     events.push((record, event));
@@ -167,7 +183,7 @@ impl Processor {
         metrics::counter!("hogstream_events_in_total").increment(seen);
 
         let person_events: Vec<PersonEvent> = events
-            .iter()
+            .par_iter()
             .map(|(_, e)| {
                 PersonEvent::from_event(
                     e.team_id,
@@ -208,8 +224,12 @@ impl Processor {
         }));
         let version = self.versions.next();
         let stored = events.len() as u64;
-        for ((record, event), person) in events.into_iter().zip(processed.events) {
-            let row = event_row(&record, event, person, version);
+        let rows: Vec<EventRow> = events
+            .into_par_iter()
+            .zip(processed.events)
+            .map(|((record, event), person)| event_row(&record, event, person, version))
+            .collect();
+        for row in rows {
             out.bytes += row.properties.len() + row.person_properties.len() + 128;
             out.events.push(row);
         }
@@ -319,7 +339,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hs-process-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = StateStore::open(&dir, 1 << 20).unwrap();
-        Processor::new(teams, Arc::new(Rules::default()), store).unwrap()
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        Processor::new(teams, Arc::new(Rules::default()), store, Arc::new(pool)).unwrap()
     }
 
     #[test]

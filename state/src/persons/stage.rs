@@ -5,6 +5,11 @@
 //! are held (and visible to later batches through an overlay) until the sink has stored the
 //! batch's rows and calls [`PendingWrites::commit`]. After a crash, the events since the last
 //! commit are read again, applied to the acknowledged state, and their rows emitted again.
+//!
+//! One team's batch is applied by one caller, but its expensive parts run on the current rayon
+//! pool: the records it names are read in parallel (so cold reads overlap on the disk), and its
+//! components are decoded, resolved, diffed and encoded in parallel (components are
+//! independent). The sequential part is the cheap one: linking ids and recording events.
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
@@ -16,6 +21,7 @@ use std::{
 
 use chrono::{DateTime, TimeZone, Utc};
 use hogstream_event::ids::person_uuid;
+use rayon::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -197,6 +203,8 @@ pub struct PersonState {
     declared: HashMap<i64, Vec<String>>,
     generation: u64,
     overlay: HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
+    /// Records read ahead for the batch being applied (see [`PersonState::prefetch`]).
+    fetched: HashMap<Vec<u8>, Option<Vec<u8>>>,
     queue: VecDeque<(u64, Vec<u8>)>,
     seq: u64,
     committed: Arc<AtomicU64>,
@@ -216,6 +224,7 @@ impl PersonState {
             declared,
             generation,
             overlay: HashMap::new(),
+            fetched: HashMap::new(),
             queue: VecDeque::new(),
             seq: 0,
             committed: Arc::new(AtomicU64::new(0)),
@@ -223,10 +232,55 @@ impl PersonState {
     }
 
     fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        match self.overlay.get(k) {
-            Some((_, v)) => Ok(v.clone()),
+        if let Some((_, v)) = self.overlay.get(k) {
+            return Ok(v.clone());
+        }
+        match self.fetched.get(k) {
+            Some(v) => Ok(v.clone()),
             None => self.store.get_state(k),
         }
+    }
+
+    /// Reads the keys the overlay does not hold into `fetched`, in parallel.
+    fn fetch(&mut self, keys: impl IntoIterator<Item = Vec<u8>>) -> Result<(), StateError> {
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| !self.overlay.contains_key(k))
+            .collect();
+        let values = self.store.get_state_many(&keys)?;
+        self.fetched.extend(keys.into_iter().zip(values));
+        Ok(())
+    }
+
+    /// Reads ahead what applying `events` reads: the index entries of every distinct id they
+    /// name, then their components' records, which are decoded into `work` in parallel. The
+    /// result is what the sequential pass would load lazily (nothing is written before it),
+    /// only read together.
+    fn prefetch(&mut self, events: &[PersonEvent], work: &mut Work) -> Result<(), StateError> {
+        self.fetched.clear();
+        let ids: BTreeSet<(i64, &str)> = events
+            .iter()
+            .flat_map(|e| {
+                let other = e.effective_merge().map(|(_, other)| (e.team_id, other));
+                std::iter::once((e.team_id, e.distinct_id.as_str())).chain(other)
+            })
+            .collect();
+        self.fetch(ids.iter().map(|(t, d)| key(INDEX, *t, d.as_bytes())))?;
+        let comps = ids
+            .iter()
+            .map(|(t, d)| Ok((*t, self.comp_id(work, *t, d)?)))
+            .collect::<Result<BTreeSet<CompKey>, StateError>>()?;
+        self.fetch(comps.iter().map(|(t, c)| key(COMPONENT, *t, c.as_bytes())))?;
+        let this = &*self;
+        let decoded = comps
+            .into_par_iter()
+            .map(|k| {
+                let c = this.load(&key(COMPONENT, k.0, k.1.as_bytes()))?;
+                Ok((k, c))
+            })
+            .collect::<Result<Vec<(CompKey, Component)>, StateError>>()?;
+        work.comps.extend(decoded);
+        Ok(())
     }
 
     fn load<T: DeserializeOwned + Default>(&self, k: &[u8]) -> Result<T, StateError> {
@@ -363,31 +417,63 @@ impl PersonState {
     pub fn process(&mut self, events: &[PersonEvent]) -> Result<Processed, StateError> {
         self.prune_overlay();
         let mut work = Work::default();
+        self.prefetch(events, &mut work)?;
         for e in events.iter().filter(|e| e.process_person) {
             self.record(&mut work, e)?;
         }
 
         let mut out = Processed::default();
+        // Touched components are taken out of `work` to be resolved and diffed in parallel,
+        // then put back for `writes`; the changes keep the touched set's order.
+        let mut touched: Vec<(CompKey, Component)> = work
+            .touched
+            .iter()
+            .map(|k| {
+                let c = work.comps.remove(k).expect("touched components are loaded");
+                (k.clone(), c)
+            })
+            .collect();
+        let generation = self.generation;
+        let results: Vec<(Resolved, PersonChanges)> = touched
+            .par_iter_mut()
+            .map(|(k, comp)| {
+                let r = comp.resolve(k.0);
+                let changes = comp.diff(k.0, &r, generation);
+                (r, changes)
+            })
+            .collect();
         let mut resolved: HashMap<CompKey, Resolved> = HashMap::new();
-        for k in &work.touched {
-            let comp = work
-                .comps
-                .get_mut(k)
-                .expect("touched components are loaded");
-            let r = comp.resolve(k.0);
-            out.changes
-                .persons
-                .append(comp.diff(k.0, &r, self.generation));
+        for ((k, comp), (r, changes)) in touched.into_iter().zip(results) {
+            out.changes.persons.append(changes);
             resolved.insert(k.clone(), r);
+            work.comps.insert(k, comp);
         }
 
-        for e in events {
-            let k = (e.team_id, self.comp_id(&work, e.team_id, &e.distinct_id)?);
-            if !resolved.contains_key(&k) {
-                let c: Component = self.load(&key(COMPONENT, k.0, k.1.as_bytes()))?;
-                resolved.insert(k.clone(), c.resolve(k.0));
-            }
-            if let Some(kind) = merge_warning(e, &resolved[&k]) {
+        // The components of the other events (personless ones, mostly), resolved in parallel.
+        let keys = events
+            .iter()
+            .map(|e| Ok((e.team_id, self.comp_id(&work, e.team_id, &e.distinct_id)?)))
+            .collect::<Result<Vec<CompKey>, StateError>>()?;
+        let unresolved: BTreeSet<&CompKey> =
+            keys.iter().filter(|k| !resolved.contains_key(*k)).collect();
+        let this = &*self;
+        let comps = &work.comps;
+        let more = unresolved
+            .into_par_iter()
+            .map(|k| {
+                let r = match comps.get(k) {
+                    Some(c) => c.resolve(k.0),
+                    None => this
+                        .load::<Component>(&key(COMPONENT, k.0, k.1.as_bytes()))?
+                        .resolve(k.0),
+                };
+                Ok((k.clone(), r))
+            })
+            .collect::<Result<Vec<(CompKey, Resolved)>, StateError>>()?;
+        resolved.extend(more);
+
+        for (e, k) in events.iter().zip(&keys) {
+            if let Some(kind) = merge_warning(e, &resolved[k]) {
                 let other = e
                     .merge
                     .as_ref()
@@ -404,7 +490,7 @@ impl PersonState {
                     at: e.stamp.timestamp(),
                 });
             }
-            let person = resolved[&k].person_of(&e.distinct_id);
+            let person = resolved[k].person_of(&e.distinct_id);
             let ep = match (person, e.process_person) {
                 (Some(p), true) => {
                     let mut groups = Vec::new();
@@ -472,11 +558,15 @@ impl PersonState {
             }
         }
 
-        out.writes = self.writes(work)?;
+        out.writes = self.writes(&work)?;
+        // Freeing a batch's records, components and resolutions is a visible share of the
+        // sequential path: the pool frees them while the caller goes on.
+        let fetched = std::mem::take(&mut self.fetched);
+        rayon::spawn(move || drop((work, resolved, fetched)));
         Ok(out)
     }
 
-    fn writes(&mut self, work: Work) -> Result<PendingWrites, StateError> {
+    fn writes(&mut self, work: &Work) -> Result<PendingWrites, StateError> {
         fn encode<T: Serialize>(v: &T) -> Vec<u8> {
             postcard::to_allocvec(v).expect("state records always encode")
         }
@@ -488,12 +578,15 @@ impl PersonState {
             let v = comp.as_ref().map(|c| c.as_bytes().to_vec());
             writes.push((key(INDEX, *team_id, did.as_bytes()), v));
         }
-        for k in &work.touched {
-            writes.push((
-                key(COMPONENT, k.0, k.1.as_bytes()),
-                Some(encode(&work.comps[k])),
-            ));
-        }
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = work
+            .touched
+            .par_iter()
+            .map(|k| {
+                let record = encode(&work.comps[k]);
+                (key(COMPONENT, k.0, k.1.as_bytes()), Some(record))
+            })
+            .collect();
+        writes.extend(encoded);
         for team_id in &work.types_dirty {
             writes.push((
                 key(GROUP_TYPES, *team_id, &[]),
