@@ -24,6 +24,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use hogstream_engine::{ClusterConfig, EngineSettings};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
@@ -165,20 +166,30 @@ fn engine_settings(config: &Config, cluster: &ClusterArgs) -> Result<EngineSetti
     })
 }
 
-/// Resolves when SIGTERM or SIGINT arrives, and raises `flag` for the engine's threads.
-async fn shutdown_signal(flag: Arc<AtomicBool>) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, listened for before a long-running command starts anything: one that
+/// arrives while the engine or capture is still starting stops it gracefully too, instead of
+/// killing it. (Short commands keep the default: Ctrl-C stops them at once.)
+struct Signals {
+    term: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
     }
-    flag.store(true, Ordering::Relaxed);
+
+    /// Resolves when SIGTERM or SIGINT has arrived, and raises `flag` for the engine's threads.
+    async fn shutdown(mut self, flag: Arc<AtomicBool>) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        flag.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Runs the engine on its own threads; returns when it has drained.
@@ -240,11 +251,13 @@ async fn main() -> Result<()> {
         Command::Dlq { command } => dlq::run(&config, command).await?,
         Command::State { command } => state_tool::run(&config, command)?,
         Command::Capture => {
-            hogstream_capture::serve(config.capture.clone(), shutdown_signal(Arc::clone(&flag)))
+            let signals = Signals::listen()?;
+            hogstream_capture::serve(config.capture.clone(), signals.shutdown(Arc::clone(&flag)))
                 .await
                 .context("capture")?;
         }
         Command::Engine { cluster } => {
+            let signals = Signals::listen()?;
             let settings = engine_settings(&config, &cluster)?;
             // Processes of one cluster may share a host: each takes the next port.
             let mut address = config.engine.metrics_address;
@@ -253,13 +266,14 @@ async fn main() -> Result<()> {
             }
             engine_http::serve(address, &config.kafka, &config.clickhouse).await?;
             let engine = spawn_engine(settings, Arc::clone(&flag));
-            tokio::spawn(shutdown_signal(Arc::clone(&flag)));
+            tokio::spawn(signals.shutdown(Arc::clone(&flag)));
             engine.await.context("engine thread")??;
         }
         Command::Run { cluster } => {
+            let signals = Signals::listen()?;
             let settings = engine_settings(&config, &cluster)?;
             let engine = spawn_engine(settings, Arc::clone(&flag));
-            let signal = shutdown_signal(Arc::clone(&flag));
+            let signal = signals.shutdown(Arc::clone(&flag));
             let (engine_down, engine_stopped) = tokio::sync::oneshot::channel::<()>();
             // Capture serves until a signal, or until the engine stops: accepting events that
             // nothing processes would hide the engine's failure behind 200s.

@@ -66,6 +66,38 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free local port outside `taken` (ports chosen earlier that nothing listens on yet).
+pub fn free_port_outside(taken: &[std::ops::Range<u16>]) -> u16 {
+    loop {
+        let port = free_port();
+        if !taken.iter().any(|r| r.contains(&port)) {
+            return port;
+        }
+    }
+}
+
+/// The first of `n` consecutive free local ports, none in `taken`: a cluster's process `p`
+/// serves its metrics on the first + `p`.
+pub fn free_ports(n: u16, taken: &[std::ops::Range<u16>]) -> u16 {
+    loop {
+        let first = free_port_outside(taken);
+        let Some(end) = first.checked_add(n) else {
+            continue;
+        };
+        let range = first..end;
+        let clear = !taken
+            .iter()
+            .any(|r| r.start < range.end && range.start < r.end);
+        let held: Vec<_> = range
+            .clone()
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if clear && held.len() == usize::from(n) {
+            return first;
+        }
+    }
+}
+
 /// A name no other test or run has used: tests never delete topics (on tansu that wipes all).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -13,7 +13,7 @@ use std::{
 use clickhouse::Client;
 use serde_json::{Value, json};
 
-use super::{free_port, require_clickhouse, require_kafka, unique};
+use super::{free_port, free_port_outside, free_ports, require_clickhouse, require_kafka, unique};
 
 pub const TOKEN: &str = "phc_test_token";
 pub const TEAM_ID: i64 = 42;
@@ -27,6 +27,8 @@ pub struct Pipeline {
     pub capture_url: String,
     /// Where `hogstream engine` serves `/metrics`.
     pub metrics_url: String,
+    /// The first port of the metrics range (see `start_engine_cluster`).
+    metrics_port: u16,
     pub brokers: String,
     capture: Mutex<Option<Child>>,
     engine: Mutex<Option<Child>>,
@@ -39,6 +41,9 @@ pub struct Pipeline {
 /// panics on the bumped epoch (`idempotent_message_check`) and stops serving. Real Kafka does
 /// not; the tests exercise the production producer settings, one pipeline at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The largest engine cluster a test starts.
+const MAX_PROCESSES: u16 = 4;
 
 impl Pipeline {
     /// Writes a config for fresh topics and a fresh database, and migrates them.
@@ -66,7 +71,9 @@ impl Pipeline {
         let topic = format!("{name}_events");
         let dlq_topic = format!("{name}_dlq");
         let port = free_port();
-        let metrics_port = free_port();
+        // Cluster process `p` serves metrics on metrics_port + p: keep that range off every
+        // other port the pipeline picks.
+        let metrics_port = free_ports(MAX_PROCESSES, std::slice::from_ref(&(port..port + 1)));
         let config = dir.join("hogstream.toml");
         std::fs::write(
             &config,
@@ -125,6 +132,7 @@ token = "{TOKEN}"
             dlq_topic,
             capture_url: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            metrics_port,
             brokers,
             capture: Mutex::new(None),
             engine: Mutex::new(None),
@@ -222,9 +230,19 @@ token = "{TOKEN}"
     /// Starts the engine as a timely cluster of `processes` processes, one worker each as
     /// configured, connected through a hostfile of free local ports.
     pub fn start_engine_cluster(&self, processes: usize) {
+        assert!(
+            processes <= usize::from(MAX_PROCESSES),
+            "at most {MAX_PROCESSES} processes"
+        );
         let hostfile = self.dir.join("hostfile");
+        let metrics = self.metrics_port..self.metrics_port + MAX_PROCESSES;
+        let mut taken = vec![metrics];
         let hosts: Vec<String> = (0..processes)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .map(|_| {
+                let port = free_port_outside(&taken);
+                taken.push(port..port + 1);
+                format!("127.0.0.1:{port}")
+            })
             .collect();
         std::fs::write(&hostfile, hosts.join("\n")).unwrap();
         let mut cluster = self.cluster.lock().unwrap();
@@ -248,9 +266,19 @@ token = "{TOKEN}"
         child.wait().unwrap();
     }
 
-    /// SIGTERM and wait for the graceful exit; returns whether it exited cleanly.
+    /// SIGTERM and wait for the graceful exit; returns whether it exited cleanly. The signal is
+    /// sent once the engine answers `/_liveness`: one that arrives before the process has even
+    /// reached `main` kills it, as it would any program.
     pub fn stop_engine(&self) -> bool {
         let mut child = self.engine.lock().unwrap().take().expect("engine running");
+        let liveness = format!("http://127.0.0.1:{}/_liveness", self.metrics_port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+            && !reqwest::blocking::get(&liveness).is_ok_and(|r| r.status().is_success())
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         signal_term(&child);
         child.wait().unwrap().success()
     }
