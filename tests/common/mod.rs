@@ -76,24 +76,27 @@ pub fn free_port_outside(taken: &[std::ops::Range<u16>]) -> u16 {
     }
 }
 
-/// The first of `n` consecutive free local ports, none in `taken`: a cluster's process `p`
-/// serves its metrics on the first + `p`.
-pub fn free_ports(n: u16, taken: &[std::ops::Range<u16>]) -> u16 {
+/// `n` consecutive free local ports, none in `taken`: a cluster's process `p` serves its
+/// metrics on the first + `p`.
+pub fn free_ports(n: u16, taken: &[std::ops::Range<u16>]) -> std::ops::Range<u16> {
     loop {
         let first = free_port_outside(taken);
         let Some(end) = first.checked_add(n) else {
             continue;
         };
         let range = first..end;
-        let clear = !taken
+        if taken
             .iter()
-            .any(|r| r.start < range.end && range.start < r.end);
+            .any(|r| r.start < range.end && range.start < r.end)
+        {
+            continue;
+        }
         let held: Vec<_> = range
             .clone()
             .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
             .collect();
-        if clear && held.len() == usize::from(n) {
-            return first;
+        if held.len() == usize::from(n) {
+            return range;
         }
     }
 }

@@ -27,8 +27,8 @@ pub struct Pipeline {
     pub capture_url: String,
     /// Where `hogstream engine` serves `/metrics`.
     pub metrics_url: String,
-    /// The first port of the metrics range (see `start_engine_cluster`).
-    metrics_port: u16,
+    /// Cluster process `p` serves metrics on the range's start + `p`.
+    metrics_ports: std::ops::Range<u16>,
     pub brokers: String,
     capture: Mutex<Option<Child>>,
     engine: Mutex<Option<Child>>,
@@ -73,7 +73,8 @@ impl Pipeline {
         let port = free_port();
         // Cluster process `p` serves metrics on metrics_port + p: keep that range off every
         // other port the pipeline picks.
-        let metrics_port = free_ports(MAX_PROCESSES, std::slice::from_ref(&(port..port + 1)));
+        let metrics_ports = free_ports(MAX_PROCESSES, std::slice::from_ref(&(port..port + 1)));
+        let metrics_port = metrics_ports.start;
         let config = dir.join("hogstream.toml");
         std::fs::write(
             &config,
@@ -132,7 +133,7 @@ token = "{TOKEN}"
             dlq_topic,
             capture_url: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-            metrics_port,
+            metrics_ports,
             brokers,
             capture: Mutex::new(None),
             engine: Mutex::new(None),
@@ -235,8 +236,7 @@ token = "{TOKEN}"
             "at most {MAX_PROCESSES} processes"
         );
         let hostfile = self.dir.join("hostfile");
-        let metrics = self.metrics_port..self.metrics_port + MAX_PROCESSES;
-        let mut taken = vec![metrics];
+        let mut taken = vec![self.metrics_ports.clone()];
         let hosts: Vec<String> = (0..processes)
             .map(|_| {
                 let port = free_port_outside(&taken);
@@ -271,7 +271,7 @@ token = "{TOKEN}"
     /// reached `main` kills it, as it would any program.
     pub fn stop_engine(&self) -> bool {
         let mut child = self.engine.lock().unwrap().take().expect("engine running");
-        let liveness = format!("http://127.0.0.1:{}/_liveness", self.metrics_port);
+        let liveness = format!("http://127.0.0.1:{}/_liveness", self.metrics_ports.start);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline
             && child.try_wait().unwrap().is_none()
