@@ -1,13 +1,17 @@
 //! `hogstream state resize`: changes the process count of an engine cluster whose stores hold
-//! person state. A team's person state lives in the store of the process that owns it
-//! (`route % processes`), so a new count moves teams; this moves their records, offline, between
-//! the process stores under `[engine] data_dir`, then records the new count in every store.
+//! person state. A team's person state lives in the store of the process that owns the team's
+//! virtual shard (`hogstream_engine::shards`), so a new count moves the teams of the shards that
+//! change process; this moves their records, offline, between the process stores under
+//! `[engine] data_dir`, then records the new layout in every store.
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
-use hogstream_engine::{dataflow::process_of, source::team_route};
-use hogstream_state::StateStore;
+use hogstream_engine::{
+    shards::{VIRTUAL_SHARDS, process_of, shard_of},
+    source::team_route,
+};
+use hogstream_state::{Layout, StateStore};
 
 use crate::config::Config;
 
@@ -19,11 +23,15 @@ pub enum StateCommand {
 Safe to run again after an interruption. Source offsets need no move: a partition that changes \
 process resumes from the consumer group's commit, which is never ahead of what was stored. \
 Example (2 -> 3 processes): stop all engines, copy every process-N folder under one data_dir, \
-run `hogstream state resize --processes 3`, copy process-N back to engine N, start 3 engines.")]
+run `hogstream state resize --processes 3 --dry-run` to see what moves, then without \
+--dry-run, copy process-N back to engine N, start 3 engines.")]
     Resize {
         /// The new number of processes.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         processes: u64,
+        /// Print what would move, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -31,8 +39,21 @@ fn store_dir(config: &Config, process: u64) -> PathBuf {
     config.engine.data_dir.join(format!("process-{process}"))
 }
 
+/// The process whose store a team's person state belongs in, under the new layout.
+fn target_of(config: &Config, processes: u64) -> impl Fn(i64) -> Result<Option<u64>, i64> {
+    let shards: BTreeMap<i64, u32> = config
+        .teams
+        .iter()
+        .map(|t| (t.id, shard_of(team_route(&t.token))))
+        .collect();
+    move |team| {
+        let shard = shards.get(&team).ok_or(team)?;
+        Ok(Some(process_of(*shard, processes)))
+    }
+}
+
 pub fn run(config: &Config, command: StateCommand) -> Result<()> {
-    let StateCommand::Resize { processes } = command;
+    let StateCommand::Resize { processes, dry_run } = command;
     let existing: Vec<u64> = (0..1024)
         .filter(|p| store_dir(config, *p).exists())
         .collect();
@@ -51,17 +72,19 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
                 .with_context(|| format!("opening {} (is an engine still running?)", dir.display()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let routes: std::collections::HashMap<i64, u64> = config
-        .teams
-        .iter()
-        .map(|t| (t.id, team_route(&t.token)))
-        .collect();
+    let layout = Layout {
+        processes,
+        shards: VIRTUAL_SHARDS,
+    };
+    let target = target_of(config, processes);
+    if dry_run {
+        return report(&stores, &target, layout);
+    }
     let mut total = 0;
     for (from, store) in stores.iter().enumerate() {
         let moved = store.move_person_state(&stores, |team| {
-            let route = routes.get(&team).ok_or(team)?;
-            let to = process_of(*route, processes) as usize;
-            Ok((to != from).then_some(to))
+            let to = target(team)?.map(|p| p as usize);
+            Ok(to.filter(|to| *to != from))
         })?;
         for (to, n) in moved.iter().enumerate().filter(|(_, n)| **n > 0) {
             println!("moved {n} person-state records from process {from} to process {to}");
@@ -69,10 +92,10 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
         }
     }
     for store in stores.iter().take(processes as usize) {
-        store.set_layout(processes)?;
+        store.set_layout(layout)?;
     }
     println!(
-        "person state is laid out for {processes} processes ({total} records moved); start {processes} engine processes"
+        "person state is laid out for {layout} ({total} records moved); start {processes} engine processes"
     );
     if count > processes {
         println!(
@@ -80,5 +103,29 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
             count - 1
         );
     }
+    Ok(())
+}
+
+/// What a resize would move, team by team, without moving it.
+fn report(
+    stores: &[StateStore],
+    target: &impl Fn(i64) -> Result<Option<u64>, i64>,
+    layout: Layout,
+) -> Result<()> {
+    let mut total = 0u64;
+    for (from, store) in stores.iter().enumerate() {
+        let before = store.layout()?;
+        let before = before.map_or_else(|| "no layout".to_owned(), |l| l.to_string());
+        println!("process-{from}: {before}");
+        for (team, records) in store.person_records_by_team()? {
+            let to = target(team)
+                .map_err(|team| anyhow::anyhow!(hogstream_state::MoveError::UnknownTeam(team)))?;
+            if let Some(to) = to.filter(|to| *to != from as u64) {
+                println!("  team {team}: {records} records would move to process {to}");
+                total += records;
+            }
+        }
+    }
+    println!("dry run: {total} person-state records would move for {layout}; nothing was changed");
     Ok(())
 }

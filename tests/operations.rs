@@ -537,13 +537,21 @@ fn resizing_the_cluster_moves_person_state_to_its_new_owner() {
     );
     assert!(p.stop_engine(), "{}", p.engine_log());
 
-    let out = p.hogstream(&["state", "resize", "--processes", "2"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let resize = |extra: &[&str]| {
+        let args = [&["state", "resize", "--processes", "2"], extra].concat();
+        let out = p.hogstream(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        stdout
+    };
+    let plan = resize(&["--dry-run"]);
     assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        plan.contains("would move to process 1") && plan.contains("nothing was changed"),
+        "the dry run names what moves: {plan}"
     );
+    // The dry run moved nothing, so the resize itself still has teams to move.
+    let stdout = resize(&[]);
     assert!(
         stdout.contains("from process 0 to process 1"),
         "some team moves: {stdout}"

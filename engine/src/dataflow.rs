@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use crate::{
     config::EngineSettings, error::EngineError, normalize::Rules, process::Processor,
-    record::SourceRecord, source, teams::Teams,
+    record::SourceRecord, shards, source, teams::Teams,
 };
 
 /// What the workers of one process share.
@@ -222,20 +222,6 @@ fn commit(
     source::commit_to_group(consumer, offsets)
 }
 
-/// The process that owns a route (a team) in a cluster of `processes`: where its person state
-/// lives. `hogstream state resize` moves state by the same rule.
-pub fn process_of(route: u64, processes: u64) -> u64 {
-    route % processes.max(1)
-}
-
-/// The worker that owns a route (a team). Its process depends on the process count alone, so
-/// changing the number of workers per process never moves a team's person state to another
-/// process's store. Timely's exchange takes the returned index as is (`% peers` or `& mask`).
-fn owner(route: u64, processes: u64, workers: u64) -> u64 {
-    let process = process_of(route, processes);
-    process * workers + (route / processes) % workers
-}
-
 /// Builds the dataflow on `worker` and drives it until shutdown.
 pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), EngineError> {
     let (index, peers) = (worker.index(), worker.peers());
@@ -246,11 +232,14 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
     let partitions =
         source::assigned_partitions(&consumer, &shared.settings.kafka.input_topics, index, peers)?;
     let resume = source::assign(&consumer, &shared.store, &partitions)?;
+    let shards = shards::shards_of_worker(index as u64, processes, workers);
+    metrics::gauge!("hogstream_worker_shards", "worker" => index.to_string()).set(shards as f64);
     tracing::info!(
         worker = index,
         peers,
         ?partitions,
         ?resume,
+        shards,
         "worker assigned"
     );
 
@@ -263,7 +252,9 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
     let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
         let batches = stream
-            .exchange(move |r: &SourceRecord| owner(r.route, processes, workers))
+            .exchange(move |r: &SourceRecord| {
+                shards::worker_of(shards::shard_of(r.route), processes, workers)
+            })
             .unary::<CapacityContainerBuilder<Vec<WorkBatch>>, _, _, _>(
                 Pipeline,
                 "process",
@@ -388,24 +379,5 @@ mod tests {
         assert_eq!(rest[0].next_offset, 13);
         assert_eq!(rest[1].next_offset, 6);
         assert!(l.take_before(Epoch::MAX).is_empty());
-    }
-
-    #[test]
-    fn a_team_stays_in_its_process_whatever_the_worker_count() {
-        for route in 0..1000u64 {
-            for processes in 1..4u64 {
-                let process = |workers: u64| owner(route, processes, workers) / workers;
-                let home = process(1);
-                for workers in 1..5 {
-                    let w = owner(route, processes, workers);
-                    assert!(w < processes * workers, "a valid worker index");
-                    assert_eq!(
-                        process(workers),
-                        home,
-                        "route {route}, {processes} processes"
-                    );
-                }
-            }
-        }
     }
 }

@@ -10,6 +10,7 @@ pub mod normalize;
 pub mod plugins;
 pub mod process;
 pub mod record;
+pub mod shards;
 pub mod source;
 pub mod teams;
 
@@ -19,7 +20,7 @@ use std::sync::{
 };
 
 use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, Outputs, ProcessedProducer};
-use hogstream_state::StateStore;
+use hogstream_state::{Layout, StateStore};
 
 pub use config::{ClusterConfig, EngineConfig, EngineSettings, KafkaConfig};
 pub use error::EngineError;
@@ -90,7 +91,10 @@ pub fn run(
         .join(format!("process-{}", settings.cluster.process));
     std::fs::create_dir_all(&state_dir)?;
     let store = StateStore::open(&state_dir, settings.engine.block_cache_bytes)?;
-    store.claim_layout(settings.cluster.processes as u64)?;
+    store.claim_layout(Layout {
+        processes: settings.cluster.processes as u64,
+        shards: shards::VIRTUAL_SHARDS,
+    })?;
 
     let team_ids: Vec<i64> = settings.teams.iter().map(|t| t.id).collect();
     let plugins = plugins

@@ -8,4 +8,4 @@ pub mod store;
 
 pub use error::StateError;
 pub use plugins::DestinationState;
-pub use store::{MoveError, PartitionOffset, StateStore};
+pub use store::{Layout, MoveError, PartitionOffset, StateStore};

@@ -1,6 +1,7 @@
 //! The RocksDB instance and its column families.
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     sync::{Arc, OnceLock},
 };
@@ -59,6 +60,46 @@ pub struct PartitionOffset {
     pub topic: String,
     pub partition: i32,
     pub next_offset: i64,
+}
+
+/// How an engine cluster spreads person state over its processes' stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub processes: u64,
+    /// The virtual shards teams are owned by; 0 for stores of hogstream before virtual shards,
+    /// which put a team in process `route % processes`.
+    pub shards: u32,
+}
+
+impl Layout {
+    fn encode(self) -> Vec<u8> {
+        let mut v = self.processes.to_be_bytes().to_vec();
+        v.extend_from_slice(&self.shards.to_be_bytes());
+        v
+    }
+
+    /// Eight bytes are the process count alone, as stores before virtual shards wrote it.
+    fn decode(v: &[u8]) -> Option<Self> {
+        let processes = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+        let shards = match v.get(8..) {
+            Some([]) | None => 0,
+            Some(rest) => u32::from_be_bytes(rest.try_into().ok()?),
+        };
+        Some(Self { processes, shards })
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.shards {
+            0 => write!(
+                f,
+                "{} processes by team modulo (before virtual shards)",
+                self.processes
+            ),
+            n => write!(f, "{} processes over {n} virtual shards", self.processes),
+        }
+    }
 }
 
 pub(crate) fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -171,43 +212,59 @@ impl StateStore {
         Ok(())
     }
 
-    /// Records the number of processes of the engine cluster this store belongs to, and refuses
-    /// a different one while the store holds person state: teams are owned by processes, so a
-    /// new process count would look for a team's persons in another process's store.
-    pub fn claim_layout(&self, processes: u64) -> Result<(), StateError> {
-        let cf = self.cf(CF_OFFSETS);
-        let stored = self
+    /// The layout this store was last claimed or set for, if any.
+    pub fn layout(&self) -> Result<Option<Layout>, StateError> {
+        Ok(self
             .db
-            .get_cf(cf, LAYOUT_KEY)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_be_bytes);
-        if let Some(before) = stored
-            && before != processes
+            .get_cf(self.cf(CF_OFFSETS), LAYOUT_KEY)?
+            .and_then(|v| Layout::decode(&v)))
+    }
+
+    /// Records the layout of the engine cluster this store belongs to, and refuses a different
+    /// one while the store holds person state: teams are owned by processes, so another layout
+    /// would look for a team's persons in another process's store. One process holds every
+    /// team whatever the layout, so that change alone is accepted.
+    pub fn claim_layout(&self, layout: Layout) -> Result<(), StateError> {
+        if let Some(before) = self.layout()?
+            && before != layout
+            && !(before.processes == 1 && layout.processes == 1)
         {
             let mut persons = self.db.prefix_iterator_cf(self.cf(CF_PERSONS), b"c");
             if persons.next().transpose()?.is_some() {
                 return Err(StateError::Layout {
                     before,
-                    now: processes,
+                    now: layout,
                 });
             }
         }
-        self.db.put_cf(cf, LAYOUT_KEY, processes.to_be_bytes())?;
+        self.db
+            .put_cf(self.cf(CF_OFFSETS), LAYOUT_KEY, layout.encode())?;
         Ok(())
     }
 
-    /// Records `processes` as the cluster's process count, whatever was there: for the resize
-    /// tool, after it moved every team's person state to its new owner.
-    pub fn set_layout(&self, processes: u64) -> Result<(), StateError> {
+    /// Records `layout`, whatever was there: for the resize tool, after it moved every team's
+    /// person state to its owner under that layout.
+    pub fn set_layout(&self, layout: Layout) -> Result<(), StateError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db.put_cf_opt(
-            self.cf(CF_OFFSETS),
-            LAYOUT_KEY,
-            processes.to_be_bytes(),
-            &opts,
-        )?;
+        self.db
+            .put_cf_opt(self.cf(CF_OFFSETS), LAYOUT_KEY, layout.encode(), &opts)?;
         Ok(())
+    }
+
+    /// Person-state records per team: what the resize tool reports before it moves anything.
+    pub fn person_records_by_team(&self) -> Result<BTreeMap<i64, u64>, StateError> {
+        let mut teams = BTreeMap::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            if let Some(team) = crate::persons::team_of_key(&key) {
+                *teams.entry(team).or_default() += 1;
+            }
+        }
+        Ok(teams)
     }
 
     /// Moves the person state of every team for which `target(team)` names another store
@@ -310,6 +367,13 @@ impl StateStore {
 mod tests {
     use super::*;
 
+    fn sharded(processes: u64) -> Layout {
+        Layout {
+            processes,
+            shards: 64,
+        }
+    }
+
     #[test]
     fn offsets_survive_reopen() {
         let dir = std::env::temp_dir().join(format!("hs-state-{}", std::process::id()));
@@ -334,14 +398,16 @@ mod tests {
         let s = StateStore::open(&dir, 1 << 20).unwrap();
         assert_eq!(s.offset("t", 0).unwrap(), Some(42));
         // Without person state the layout may change; with it, a new process count is refused.
-        s.claim_layout(2).unwrap();
-        s.claim_layout(3).unwrap();
+        s.claim_layout(sharded(2)).unwrap();
+        s.claim_layout(sharded(3)).unwrap();
         s.write_state(&[(b"c-some-component".to_vec(), Some(vec![1]))])
             .unwrap();
-        s.claim_layout(3).unwrap();
-        let err = s.claim_layout(4).unwrap_err().to_string();
+        s.claim_layout(sharded(3)).unwrap();
+        let err = s.claim_layout(sharded(4)).unwrap_err().to_string();
         assert!(
-            err.contains("3-process") && err.contains("now has 4"),
+            err.contains("for 3 processes over 64 virtual shards")
+                && err.contains("now runs 4 processes")
+                && err.contains("--processes 4"),
             "{err}"
         );
         assert_eq!(s.offset("t", 1).unwrap(), Some(7));
@@ -363,7 +429,7 @@ mod tests {
             (b"G".to_vec(), Some(vec![0, 0, 0, 0, 0, 0, 0, 7])),
         ])
         .unwrap();
-        a.claim_layout(1).unwrap();
+        a.claim_layout(sharded(1)).unwrap();
         let stores = [a.clone(), b.clone()];
         let moved = a
             .move_person_state(&stores, |team| Ok((team == 2).then_some(1)))
@@ -383,9 +449,49 @@ mod tests {
         let err = a.move_person_state(&stores, Err).unwrap_err();
         assert!(err.to_string().contains("team 1 has person state"), "{err}");
 
-        assert!(a.claim_layout(2).is_err(), "persons exist under layout 1");
-        a.set_layout(2).unwrap();
-        a.claim_layout(2).unwrap();
+        assert!(
+            a.claim_layout(sharded(2)).is_err(),
+            "persons exist under layout 1"
+        );
+        a.set_layout(sharded(2)).unwrap();
+        a.claim_layout(sharded(2)).unwrap();
+        assert_eq!(
+            a.person_records_by_team().unwrap(),
+            BTreeMap::from([(1, 1)]),
+            "the generation key belongs to no team"
+        );
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_layout_from_before_virtual_shards_is_read_and_refused_with_persons_in_a_cluster() {
+        let dir = std::env::temp_dir().join(format!("hs-legacy-layout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = StateStore::open(&dir, 1 << 20).unwrap();
+        let legacy = |processes: u64| {
+            s.db.put_cf(s.cf(CF_OFFSETS), LAYOUT_KEY, processes.to_be_bytes())
+                .unwrap();
+        };
+        legacy(1);
+        let old_single = Layout {
+            processes: 1,
+            shards: 0,
+        };
+        assert_eq!(s.layout().unwrap(), Some(old_single));
+        s.write_state(&[(crate::persons::record_key(1, "x"), Some(vec![1]))])
+            .unwrap();
+        s.claim_layout(sharded(1))
+            .expect("one process holds every team under any layout");
+        assert_eq!(s.layout().unwrap(), Some(sharded(1)));
+
+        legacy(2);
+        let err = s.claim_layout(sharded(2)).unwrap_err().to_string();
+        assert!(
+            err.contains("2 processes by team modulo (before virtual shards)")
+                && err.contains("resize --processes 2"),
+            "{err}"
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
