@@ -9,7 +9,8 @@
 //!
 //! A last section runs the engine's whole processing stage (decode, rules, persons, rows) on the
 //! events of one team, as the worker that owns the team does, with one state thread and with the
-//! default count.
+//! default count. `cargo bench --bench persons -- stage` runs that section alone, each count
+//! three times (the median is printed): the quick check after a change to the stage.
 
 use std::{
     collections::HashMap,
@@ -257,15 +258,43 @@ fn drop_page_cache() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
+/// The engine processing stage for one team, on one state thread and on the default count,
+/// each measured `runs` times; prints the median of each.
+fn stage_section(dir: &Path, state_threads: usize, runs: usize) {
+    let records: Vec<SourceRecord> = (0..STAGE_EVENTS).map(stage_record).collect();
+    let stage_dir = dir.with_file_name("stage");
+    let median = |threads: usize| {
+        let mut rates: Vec<f64> = (0..runs)
+            .map(|_| stage_rate(&stage_dir, threads, &records))
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let one = median(1);
+    let many = median(state_threads);
+    println!();
+    println!(
+        "engine processing stage, one team ({STAGE_EVENTS} pageviews of {STAGE_PERSONS} persons, batches of {STAGE_BATCH}, median of {runs}):"
+    );
+    println!("| state threads | events/s |");
+    println!("|---|---|");
+    println!("| 1 (baseline) | {one:.0} |");
+    println!("| {state_threads} | {many:.0} ({:.1}x) |", many / one);
+}
+
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .map_or(10_000_000, |a| a.parse().expect("the number of persons"));
+    let arg = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let dir: PathBuf = std::env::var_os("HOGSTREAM_BENCH_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/bench/persons"),
         PathBuf::from,
     );
+    // The engine's default `state_threads`.
+    let state_threads = std::thread::available_parallelism().map_or(2, usize::from);
+    if arg.as_deref() == Some("stage") {
+        stage_section(&dir, state_threads, 3);
+        return;
+    }
+    let n: usize = arg.map_or(10_000_000, |a| a.parse().expect("the number of persons"));
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "persons benchmark: {n} persons, store {}, block cache {} MiB",
@@ -274,8 +303,6 @@ fn main() {
     );
 
     let mut seq = 0u64;
-    // The engine's default `state_threads`.
-    let state_threads = std::thread::available_parallelism().map_or(2, usize::from);
     let parallel = pool(state_threads);
     let load = parallel.install(|| {
         let store = StateStore::open(&dir, CACHE_BYTES).expect("open the store");
@@ -405,16 +432,5 @@ fn main() {
         rss_mib("VmHWM:")
     );
 
-    let records: Vec<SourceRecord> = (0..STAGE_EVENTS).map(stage_record).collect();
-    let stage_dir = dir.with_file_name("stage");
-    let one = stage_rate(&stage_dir, 1, &records);
-    let many = stage_rate(&stage_dir, state_threads, &records);
-    println!();
-    println!(
-        "engine processing stage, one team ({STAGE_EVENTS} pageviews of {STAGE_PERSONS} persons, batches of {STAGE_BATCH}):"
-    );
-    println!("| state threads | events/s |");
-    println!("|---|---|");
-    println!("| 1 (baseline) | {one:.0} |");
-    println!("| {state_threads} | {many:.0} ({:.1}x) |", many / one);
+    stage_section(&dir, state_threads, 1);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs hogstream's benchmarks (release build) against the local broker and ClickHouse and prints
 # their figures beside same-run baselines. Arguments choose benchmarks: capture, engine, latency,
-# or `persons [N]`.
+# `persons [N]`, or `persons stage`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$HOGSTREAM_ROOT"
