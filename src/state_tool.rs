@@ -63,6 +63,23 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
             config.engine.data_dir.display()
         );
     }
+    let layout = Layout {
+        processes,
+        shards: VIRTUAL_SHARDS,
+    };
+    let target = target_of(config, processes);
+    if dry_run {
+        let stores = existing
+            .iter()
+            .map(|&p| {
+                let dir = store_dir(config, p);
+                let store = StateStore::open_read_only(&dir)
+                    .with_context(|| format!("reading {}", dir.display()))?;
+                Ok((p, store))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return report(&stores, &target, layout);
+    }
     let count = existing.iter().max().map_or(0, |m| m + 1).max(processes);
     let cache = config.engine.block_cache_bytes / count as usize;
     let stores = (0..count)
@@ -72,14 +89,6 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
                 .with_context(|| format!("opening {} (is an engine still running?)", dir.display()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let layout = Layout {
-        processes,
-        shards: VIRTUAL_SHARDS,
-    };
-    let target = target_of(config, processes);
-    if dry_run {
-        return report(&stores, &target, layout);
-    }
     let mut total = 0;
     for (from, store) in stores.iter().enumerate() {
         let moved = store.move_person_state(&stores, |team| {
@@ -106,21 +115,22 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
     Ok(())
 }
 
-/// What a resize would move, team by team, without moving it.
+/// What a resize would move, team by team, without moving it: `stores` are the existing
+/// process stores (index, store), opened read-only.
 fn report(
-    stores: &[StateStore],
+    stores: &[(u64, StateStore)],
     target: &impl Fn(i64) -> Result<Option<u64>, i64>,
     layout: Layout,
 ) -> Result<()> {
     let mut total = 0u64;
-    for (from, store) in stores.iter().enumerate() {
+    for (from, store) in stores {
         let before = store.layout()?;
         let before = before.map_or_else(|| "no layout".to_owned(), |l| l.to_string());
         println!("process-{from}: {before}");
         for (team, records) in store.person_records_by_team()? {
             let to = target(team)
                 .map_err(|team| anyhow::anyhow!(hogstream_state::MoveError::UnknownTeam(team)))?;
-            if let Some(to) = to.filter(|to| *to != from as u64) {
+            if let Some(to) = to.filter(|to| to != from) {
                 println!("  team {team}: {records} records would move to process {to}");
                 total += records;
             }

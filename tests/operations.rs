@@ -550,8 +550,27 @@ fn resizing_the_cluster_moves_person_state_to_its_new_owner() {
         plan.contains("would move to process 1") && plan.contains("nothing was changed"),
         "the dry run names what moves: {plan}"
     );
-    // The dry run moved nothing, so the resize itself still has teams to move.
+    assert!(
+        !p.dir.join("engine/process-1").exists(),
+        "the dry run creates no store"
+    );
+    // The dry run moved nothing, so the resize itself still has teams to move, as many as
+    // the plan said.
     let stdout = resize(&[]);
+    let count_before = |text: &str, marker: &str| -> u64 {
+        let head = &text[..text
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker}: {text}"))];
+        let count = head.rsplit([' ', '(']).next().unwrap_or_default();
+        count
+            .parse()
+            .unwrap_or_else(|_| panic!("a count before {marker}: {text}"))
+    };
+    assert_eq!(
+        count_before(&plan, " person-state records would move"),
+        count_before(&stdout, " records moved)"),
+        "{plan}\n{stdout}"
+    );
     assert!(
         stdout.contains("from process 0 to process 1"),
         "some team moves: {stdout}"

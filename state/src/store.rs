@@ -16,8 +16,16 @@ use rayon::prelude::*;
 use crate::error::StateError;
 
 const CF_OFFSETS: &str = "offsets";
-/// Where the offsets column family keeps the cluster's process count (no topic is empty).
+/// Where the offsets column family kept the cluster's process count before virtual shards (no
+/// topic is empty). It now holds [`RETIRED_LAYOUT`].
 const LAYOUT_KEY: &[u8] = b"\0layout";
+/// Where the offsets column family keeps the [`Layout`].
+const SHARDED_LAYOUT_KEY: &[u8] = b"\0layout-sharded";
+/// Written to [`LAYOUT_KEY`] with every layout of several processes: a hogstream from before
+/// virtual shards reads it as a process count no cluster has, so it refuses a store with person
+/// state instead of placing teams by its own rule. (One process holds every team under either
+/// rule, so a one-process layout writes 1 there, and such a hogstream may still run on it.)
+const RETIRED_LAYOUT: u64 = u64::MAX;
 /// Person, distinct-id and group records (see `persons`).
 pub(crate) const CF_PERSONS: &str = "persons";
 /// Plugin storage and destination progress (see `plugins`).
@@ -78,14 +86,20 @@ impl Layout {
         v
     }
 
-    /// Eight bytes are the process count alone, as stores before virtual shards wrote it.
     fn decode(v: &[u8]) -> Option<Self> {
-        let processes = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-        let shards = match v.get(8..) {
-            Some([]) | None => 0,
-            Some(rest) => u32::from_be_bytes(rest.try_into().ok()?),
-        };
-        Some(Self { processes, shards })
+        let v: [u8; 12] = v.try_into().ok()?;
+        let (processes, shards) = v.split_at(8);
+        Some(Self {
+            processes: u64::from_be_bytes(processes.try_into().ok()?),
+            shards: u32::from_be_bytes(shards.try_into().ok()?),
+        })
+    }
+}
+
+fn corrupt_layout(what: &str, value: &[u8]) -> StateError {
+    StateError::Corrupt {
+        cf: CF_OFFSETS,
+        detail: format!("{what}: {value:?}"),
     }
 }
 
@@ -120,6 +134,40 @@ impl StateStore {
     /// Opens (or creates) the store; `cache_bytes` bounds the shared block cache.
     pub fn open(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self, StateError> {
         let path = path.as_ref();
+        let (mut db_opts, cf_opts) = Self::options(cache_bytes);
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map_err(|source| Self::open_error(path, source))?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Opens an existing store to read it, creating and changing nothing, also while an engine
+    /// has it open: for reports. Only [`StateStore::layout`] and the person state may be read.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StateError> {
+        let path = path.as_ref();
+        let (db_opts, cf_opts) = Self::options(8 << 20);
+        let names = DB::list_cf(&db_opts, path).map_err(|source| Self::open_error(path, source))?;
+        let cfs = names
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors_read_only(&db_opts, path, cfs, false)
+            .map_err(|source| Self::open_error(path, source))?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn open_error(path: &Path, source: rocksdb::Error) -> StateError {
+        StateError::Open {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Database and column-family options; `cache_bytes` bounds the shared block cache.
+    fn options(cache_bytes: usize) -> (Options, Options) {
         let cache = Cache::new_lru_cache(cache_bytes);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -141,19 +189,8 @@ impl StateStore {
         cf_opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
 
         let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
-
-        let cfs = COLUMN_FAMILIES
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
-        let db =
-            DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StateError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(Self { db: Arc::new(db) })
+        (db_opts, cf_opts)
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
@@ -212,12 +249,55 @@ impl StateStore {
         Ok(())
     }
 
-    /// The layout this store was last claimed or set for, if any.
+    /// The layout this store was last claimed or set for, if any. A process count that a
+    /// hogstream from before virtual shards wrote (alone, or over a sharded layout) is that
+    /// hogstream's layout (`shards: 0`).
     pub fn layout(&self) -> Result<Option<Layout>, StateError> {
-        Ok(self
+        let cf = self.cf(CF_OFFSETS);
+        let Some(old) = self.db.get_cf(cf, LAYOUT_KEY)? else {
+            return Ok(None);
+        };
+        let processes = <[u8; 8]>::try_from(old.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt_layout("layout", &old))?;
+        let sharded = match self.db.get_cf(cf, SHARDED_LAYOUT_KEY)? {
+            Some(v) => {
+                Some(Layout::decode(&v).ok_or_else(|| corrupt_layout("sharded layout", &v))?)
+            }
+            None => None,
+        };
+        match sharded {
+            Some(layout) if Self::retired_value(layout) == processes => Ok(Some(layout)),
+            _ if processes == RETIRED_LAYOUT => {
+                Err(corrupt_layout("retired layout without a sharded one", &old))
+            }
+            _ => Ok(Some(Layout {
+                processes,
+                shards: 0,
+            })),
+        }
+    }
+
+    /// What `layout` leaves under the key of hogstreams from before virtual shards.
+    fn retired_value(layout: Layout) -> u64 {
+        if layout.processes == 1 {
+            1
+        } else {
+            RETIRED_LAYOUT
+        }
+    }
+
+    /// Whether the store holds any team's person or group state.
+    fn holds_person_state(&self) -> Result<bool, StateError> {
+        for item in self
             .db
-            .get_cf(self.cf(CF_OFFSETS), LAYOUT_KEY)?
-            .and_then(|v| Layout::decode(&v)))
+            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
+        {
+            if crate::persons::team_of_key(&item?.0).is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Records the layout of the engine cluster this store belongs to, and refuses a different
@@ -228,17 +308,22 @@ impl StateStore {
         if let Some(before) = self.layout()?
             && before != layout
             && !(before.processes == 1 && layout.processes == 1)
+            && self.holds_person_state()?
         {
-            let mut persons = self.db.prefix_iterator_cf(self.cf(CF_PERSONS), b"c");
-            if persons.next().transpose()?.is_some() {
-                return Err(StateError::Layout {
-                    before,
-                    now: layout,
-                });
-            }
+            return Err(StateError::Layout {
+                before,
+                now: layout,
+            });
         }
-        self.db
-            .put_cf(self.cf(CF_OFFSETS), LAYOUT_KEY, layout.encode())?;
+        self.write_layout(layout, &WriteOptions::default())
+    }
+
+    fn write_layout(&self, layout: Layout, opts: &WriteOptions) -> Result<(), StateError> {
+        let cf = self.cf(CF_OFFSETS);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, SHARDED_LAYOUT_KEY, layout.encode());
+        batch.put_cf(cf, LAYOUT_KEY, Self::retired_value(layout).to_be_bytes());
+        self.db.write_opt(batch, opts)?;
         Ok(())
     }
 
@@ -247,9 +332,7 @@ impl StateStore {
     pub fn set_layout(&self, layout: Layout) -> Result<(), StateError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db
-            .put_cf_opt(self.cf(CF_OFFSETS), LAYOUT_KEY, layout.encode(), &opts)?;
-        Ok(())
+        self.write_layout(layout, &opts)
     }
 
     /// Person-state records per team: what the resize tool reports before it moves anything.
@@ -464,6 +547,39 @@ mod tests {
     }
 
     #[test]
+    fn a_store_without_person_state_takes_any_layout_and_reads_open_change_nothing() {
+        let base = std::env::temp_dir().join(format!("hs-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(StateStore::open_read_only(base.join("none")).is_err());
+        assert!(
+            !base.join("none").exists(),
+            "a read-only open creates nothing"
+        );
+
+        let s = StateStore::open(base.join("s"), 1 << 20).unwrap();
+        s.db.put_cf(s.cf(CF_OFFSETS), LAYOUT_KEY, 3u64.to_be_bytes())
+            .unwrap();
+        s.write_state(&[(b"G".to_vec(), Some(vec![1]))]).unwrap();
+        s.claim_layout(sharded(2))
+            .expect("the generation key is no team's state");
+        s.write_state(&[(crate::persons::record_key(5, "x"), Some(vec![1]))])
+            .unwrap();
+
+        let r = StateStore::open_read_only(base.join("s")).unwrap();
+        assert_eq!(r.layout().unwrap(), Some(sharded(2)));
+        assert_eq!(
+            r.person_records_by_team().unwrap(),
+            BTreeMap::from([(5, 1)])
+        );
+        assert!(
+            r.claim_layout(sharded(3)).is_err(),
+            "refused, and cannot write anyway"
+        );
+        drop((r, s));
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
     fn a_layout_from_before_virtual_shards_is_read_and_refused_with_persons_in_a_cluster() {
         let dir = std::env::temp_dir().join(format!("hs-legacy-layout-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -484,13 +600,29 @@ mod tests {
             .expect("one process holds every team under any layout");
         assert_eq!(s.layout().unwrap(), Some(sharded(1)));
 
+        // What an older hogstream finds, and what it writes over a sharded layout.
+        let old_key = || s.db.get_cf(s.cf(CF_OFFSETS), LAYOUT_KEY).unwrap().unwrap();
+        assert_eq!(
+            old_key(),
+            1u64.to_be_bytes(),
+            "one process: an older hogstream may run"
+        );
+        s.set_layout(sharded(3)).unwrap();
+        assert_eq!(old_key(), u64::MAX.to_be_bytes(), "no real process count");
+        assert_eq!(s.layout().unwrap(), Some(sharded(3)));
         legacy(2);
         let err = s.claim_layout(sharded(2)).unwrap_err().to_string();
         assert!(
             err.contains("2 processes by team modulo (before virtual shards)")
-                && err.contains("resize --processes 2"),
+                && err.contains("resize --processes 2")
+                && !err.contains("as before"),
             "{err}"
         );
+
+        s.db.put_cf(s.cf(CF_OFFSETS), LAYOUT_KEY, [1, 2, 3])
+            .unwrap();
+        let err = s.claim_layout(sharded(2)).unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
