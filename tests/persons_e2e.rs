@@ -319,7 +319,7 @@ fn check(p: &Pipeline, sent: &[Sent], expected: &FinalState, label: &str) {
 }
 
 #[test]
-fn three_orders_worker_counts_and_a_sigkill_give_the_reference_state() {
+fn orders_worker_and_process_counts_and_a_sigkill_give_the_reference_state() {
     let sent = history();
     let expected = final_state(&sent.iter().map(|s| s.person.clone()).collect::<Vec<_>>());
     // The history must exercise what it claims to.
@@ -341,42 +341,78 @@ fn three_orders_worker_counts_and_a_sigkill_give_the_reference_state() {
     let newest_first: Vec<usize> = by_time.iter().rev().copied().collect();
     let mut shuffled = by_time.clone();
     Rng(42).shuffle(&mut shuffled);
+    let mut reshuffled = by_time.clone();
+    Rng(7).shuffle(&mut reshuffled);
 
-    let runs: [(&str, usize, i32, &[usize], bool); 3] = [
-        (
-            "in time order, 1 worker, 1 partition",
-            1,
-            1,
-            &by_time,
-            false,
-        ),
-        (
-            "newest first, 2 workers, 4 partitions",
-            2,
-            4,
-            &newest_first,
-            false,
-        ),
-        (
-            "shuffled, 2 workers, 3 partitions, SIGKILL midway",
-            2,
-            3,
-            &shuffled,
-            true,
-        ),
+    struct Run<'a> {
+        label: &'a str,
+        processes: usize,
+        /// Per process.
+        workers: usize,
+        partitions: i32,
+        order: &'a [usize],
+        kill_midway: bool,
+    }
+    let runs = [
+        Run {
+            label: "in time order, 1 worker, 1 partition",
+            processes: 1,
+            workers: 1,
+            partitions: 1,
+            order: &by_time,
+            kill_midway: false,
+        },
+        Run {
+            label: "newest first, 2 workers, 4 partitions",
+            processes: 1,
+            workers: 2,
+            partitions: 4,
+            order: &newest_first,
+            kill_midway: false,
+        },
+        Run {
+            label: "shuffled, 2 workers, 3 partitions, SIGKILL midway",
+            processes: 1,
+            workers: 2,
+            partitions: 3,
+            order: &shuffled,
+            kill_midway: true,
+        },
+        Run {
+            label: "shuffled otherwise, a cluster of 2 processes x 2 workers, 3 partitions",
+            processes: 2,
+            workers: 2,
+            partitions: 3,
+            order: &reshuffled,
+            kill_midway: false,
+        },
     ];
-    for (label, workers, partitions, order, kill) in runs {
+    for Run {
+        label,
+        processes,
+        workers,
+        partitions,
+        order,
+        kill_midway,
+    } in runs
+    {
         let p = Pipeline::new(workers, partitions);
         p.start_capture();
-        p.start_engine();
+        if processes == 1 {
+            p.start_engine();
+        } else {
+            p.start_engine_cluster(processes);
+        }
         send(&p, &sent, order, || {
-            if kill {
+            if kill_midway {
                 std::thread::sleep(Duration::from_millis(700));
                 p.kill_engine();
                 p.start_engine();
             }
         });
         check(&p, &sent, &expected, label);
+        let peers = format!("peers={}", processes * workers);
+        assert!(p.engine_log().contains(&peers), "{label}: {peers}");
         drop(p);
     }
 }
