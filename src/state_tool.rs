@@ -40,7 +40,7 @@ fn store_dir(config: &Config, process: u64) -> PathBuf {
 }
 
 /// The process whose store a team's person state belongs in, under the new layout.
-fn target_of(config: &Config, processes: u64) -> impl Fn(i64) -> Result<Option<u64>, i64> {
+fn target_of(config: &Config, processes: u64) -> impl Fn(i64) -> Result<u64, i64> {
     let shards: BTreeMap<i64, u32> = config
         .teams
         .iter()
@@ -48,7 +48,7 @@ fn target_of(config: &Config, processes: u64) -> impl Fn(i64) -> Result<Option<u
         .collect();
     move |team| {
         let shard = shards.get(&team).ok_or(team)?;
-        Ok(Some(process_of(*shard, processes)))
+        Ok(process_of(*shard, processes))
     }
 }
 
@@ -92,8 +92,8 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
     let mut total = 0;
     for (from, store) in stores.iter().enumerate() {
         let moved = store.move_person_state(&stores, |team| {
-            let to = target(team)?.map(|p| p as usize);
-            Ok(to.filter(|to| *to != from))
+            let to = target(team)? as usize;
+            Ok((to != from).then_some(to))
         })?;
         for (to, n) in moved.iter().enumerate().filter(|(_, n)| **n > 0) {
             println!("moved {n} person-state records from process {from} to process {to}");
@@ -119,7 +119,7 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
 /// process stores (index, store), opened read-only.
 fn report(
     stores: &[(u64, StateStore)],
-    target: &impl Fn(i64) -> Result<Option<u64>, i64>,
+    target: &impl Fn(i64) -> Result<u64, i64>,
     layout: Layout,
 ) -> Result<()> {
     let mut total = 0u64;
@@ -130,7 +130,7 @@ fn report(
         for (team, records) in store.person_records_by_team()? {
             let to = target(team)
                 .map_err(|team| anyhow::anyhow!(hogstream_state::MoveError::UnknownTeam(team)))?;
-            if let Some(to) = to.filter(|to| to != from) {
+            if to != *from {
                 println!("  team {team}: {records} records would move to process {to}");
                 total += records;
             }
