@@ -15,10 +15,9 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
-
-use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use hogstream_engine::{

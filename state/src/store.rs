@@ -51,6 +51,9 @@ fn read_pool() -> &'static rayon::ThreadPool {
     })
 }
 
+/// A person-state record: its team, key and value.
+type TeamRecord = (i64, Box<[u8]>, Box<[u8]>);
+
 /// Why person state could not be moved.
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
@@ -84,6 +87,15 @@ impl Layout {
         let mut v = self.processes.to_be_bytes().to_vec();
         v.extend_from_slice(&self.shards.to_be_bytes());
         v
+    }
+
+    /// What this layout leaves under the key of hogstreams from before virtual shards.
+    fn retired_value(self) -> u64 {
+        if self.processes == 1 {
+            1
+        } else {
+            RETIRED_LAYOUT
+        }
     }
 
     fn decode(v: &[u8]) -> Option<Self> {
@@ -267,7 +279,7 @@ impl StateStore {
             None => None,
         };
         match sharded {
-            Some(layout) if Self::retired_value(layout) == processes => Ok(Some(layout)),
+            Some(layout) if layout.retired_value() == processes => Ok(Some(layout)),
             _ if processes == RETIRED_LAYOUT => {
                 Err(corrupt_layout("retired layout without a sharded one", &old))
             }
@@ -278,26 +290,22 @@ impl StateStore {
         }
     }
 
-    /// What `layout` leaves under the key of hogstreams from before virtual shards.
-    fn retired_value(layout: Layout) -> u64 {
-        if layout.processes == 1 {
-            1
-        } else {
-            RETIRED_LAYOUT
-        }
+    /// Every record of a team's person or group state, with its team, in key order (the
+    /// store-wide generation key is nobody's).
+    fn team_records(&self) -> impl Iterator<Item = Result<TeamRecord, StateError>> + '_ {
+        self.db
+            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
+            .filter_map(|item| match item {
+                Ok((key, value)) => {
+                    crate::persons::team_of_key(&key).map(|team| Ok((team, key, value)))
+                }
+                Err(e) => Some(Err(e.into())),
+            })
     }
 
     /// Whether the store holds any team's person or group state.
     fn holds_person_state(&self) -> Result<bool, StateError> {
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
-        {
-            if crate::persons::team_of_key(&item?.0).is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        self.team_records().next().transpose().map(|r| r.is_some())
     }
 
     /// Records the layout of the engine cluster this store belongs to, and refuses a different
@@ -322,7 +330,7 @@ impl StateStore {
         let cf = self.cf(CF_OFFSETS);
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, SHARDED_LAYOUT_KEY, layout.encode());
-        batch.put_cf(cf, LAYOUT_KEY, Self::retired_value(layout).to_be_bytes());
+        batch.put_cf(cf, LAYOUT_KEY, layout.retired_value().to_be_bytes());
         self.db.write_opt(batch, opts)?;
         Ok(())
     }
@@ -338,14 +346,8 @@ impl StateStore {
     /// Person-state records per team: what the resize tool reports before it moves anything.
     pub fn person_records_by_team(&self) -> Result<BTreeMap<i64, u64>, StateError> {
         let mut teams = BTreeMap::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
-        {
-            let (key, _) = item?;
-            if let Some(team) = crate::persons::team_of_key(&key) {
-                *teams.entry(team).or_default() += 1;
-            }
+        for record in self.team_records() {
+            *teams.entry(record?.0).or_default() += 1;
         }
         Ok(teams)
     }
@@ -374,14 +376,8 @@ impl StateStore {
             deletes.clear();
             Ok(())
         };
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
-        {
-            let (key, value) = item.map_err(StateError::from)?;
-            let Some(team) = crate::persons::team_of_key(&key) else {
-                continue;
-            };
+        for record in self.team_records() {
+            let (team, key, value) = record?;
             if let Some(t) = target(team).map_err(MoveError::UnknownTeam)? {
                 moved[t] += 1;
                 copies[t].push((key.to_vec(), Some(value.into_vec())));
