@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the container files without a Docker engine:
 #   1. installs Debian's docker-compose (1.29) when it is missing (apt-get; root or sudo);
-#   2. `docker-compose config` on docker/docker-compose.yml and docker/docker-compose.scaled.yml;
+#   2. `docker-compose config` on docker/docker-compose.yml and docker/docker-compose.scaled.yml,
+#      and that both run the Apache Kafka version the local scripts install;
 #   3. `hogstream config check` on docker/hogstream.docker.toml, alone and with the environment
 #      overrides the compose files set, when a hogstream binary is built (HOGSTREAM_BIN, default
 #      target/debug/hogstream; skipped with a note otherwise, never built here);
@@ -46,6 +47,15 @@ for file in docker/docker-compose.yml docker/docker-compose.scaled.yml; do
   services="$(docker-compose -f "$file" config --services | tr '\n' ' ')"
   log "ok: $file (services: ${services% })"
 done
+
+# 2b. one Kafka version: the compose files run the broker the local scripts install
+kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
+for file in docker/docker-compose.yml docker/docker-compose.scaled.yml; do
+  image="$(sed -n 's/^ *image: *\(apache\/kafka:.*\)$/\1/p' "$file")"
+  [ "$image" = "apache/kafka:$kafka_version" ] \
+    || die "$file runs '$image', the local broker is Apache Kafka $kafka_version (scripts/kafka/pom.xml): keep them equal"
+done
+log "ok: the compose files and the local scripts run Apache Kafka $kafka_version"
 
 # 3. the mounted configuration, as the binary sees it
 config=docker/hogstream.docker.toml

@@ -295,6 +295,13 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the client went away
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's default accept backlog is 5: several pipelines, their engines' parallel
+    # flushes and readiness probes connect at once, and connections past the backlog were reset.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -303,8 +310,7 @@ def main():
     opts = ap.parse_args()
 
     Handler.engine = Engine(opts.data)
-    server = ThreadingHTTPServer((opts.host, opts.port), Handler)
-    server.daemon_threads = True
+    server = Server((opts.host, opts.port), Handler)
 
     def stop(*_):
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -2,17 +2,22 @@
 # from the environment.
 
 HOGSTREAM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Tools built once and kept between runs and clones (the tansu broker takes ~12 minutes to build).
+# Tools installed once and kept between runs and clones (Apache Kafka's jars).
 HOGSTREAM_PREFIX="${HOGSTREAM_PREFIX:-$HOME/.hogstream}"
 # Project-local state: the Python virtualenv for chDB, service data, pid files and logs.
 HOGSTREAM_VENV="${HOGSTREAM_VENV:-$HOGSTREAM_ROOT/.local/venv}"
 HOGSTREAM_DATA="${HOGSTREAM_DATA:-$HOGSTREAM_ROOT/.local/data}"
 HOGSTREAM_KAFKA_PORT="${HOGSTREAM_KAFKA_PORT:-9092}"
+# The KRaft controller's listener of the local broker (broker and controller are one process).
+HOGSTREAM_KAFKA_CONTROLLER_PORT="${HOGSTREAM_KAFKA_CONTROLLER_PORT:-9093}"
 HOGSTREAM_CLICKHOUSE_PORT="${HOGSTREAM_CLICKHOUSE_PORT:-8123}"
 HOGSTREAM_CAPTURE_PORT="${HOGSTREAM_CAPTURE_PORT:-8010}"
 
-TANSU_VERSION="0.6.0"
-TANSU_BIN="$HOGSTREAM_PREFIX/bin/tansu"
+# The pinned Apache Kafka version lives in one place, the pom that install.sh resolves.
+KAFKA_POM="$HOGSTREAM_ROOT/scripts/kafka/pom.xml"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")"
+KAFKA_HOME="$HOGSTREAM_PREFIX/kafka-$KAFKA_VERSION"
+KAFKA_LIBS="$KAFKA_HOME/libs"
 RUN_DIR="$HOGSTREAM_DATA/run"
 LOG_DIR="$HOGSTREAM_DATA/logs"
 

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Installs what hogstream needs for development, tests and the local pipeline, skipping whatever
-# is already there: Debian build packages, the tansu Kafka broker, chDB (ClickHouse's engine) in a
-# virtualenv, and the npm/PyPI PostHog SDKs used by the integration tests.
+# is already there: Debian build packages (and Java 17 with Maven when missing), Apache Kafka's
+# broker from Maven Central, chDB (ClickHouse's engine) in a virtualenv, and the npm/PyPI PostHog
+# SDKs used by the integration tests.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 apt_packages=(cmake libcurl4-openssl-dev libclang-dev clang pkg-config libssl-dev zlib1g-dev curl)
+# Kafka 4.x brokers need Java 17 or newer; Maven resolves the broker's classpath.
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
+if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then apt_packages+=(openjdk-17-jre-headless); fi
+command -v mvn >/dev/null || apt_packages+=(maven)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,12 +22,30 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ -x "$TANSU_BIN" ] && "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  :
-else
-  log "building the tansu $TANSU_VERSION broker into $HOGSTREAM_PREFIX (about 12 minutes, once)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
-    --root "$HOGSTREAM_PREFIX" --quiet
+# Apache Kafka: Maven resolves kafka_2.13 and its runtime dependencies into one libs/ folder.
+# The install is complete only when the pom it came from is recorded beside it, so a changed pom
+# (a new Kafka version) or an interrupted install resolves again.
+MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+pom_sum="$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)"
+if [ "$(cat "$KAFKA_HOME/pom.sha256" 2>/dev/null)" != "$pom_sum" ]; then
+  log "installing Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME (once; about 55 MB)"
+  staging="$KAFKA_HOME.partial"
+  rm -rf "$staging"
+  mkdir -p "$staging"
+  if ! out="$(mvn -B -q -f "$KAFKA_POM" "$MAVEN_DEPENDENCY_PLUGIN:copy-dependencies" -DincludeScope=runtime \
+      -DoutputDirectory="$staging/libs" 2>&1)"; then
+    rm -rf "$staging"
+    printf '%s\n' "$out" | tail -n 15 >&2
+    if printf '%s' "$out" | grep -qiE 'Could not (transfer|resolve)|Unknown ?host|UnknownHost|Connection (refused|timed out|reset)|Network is unreachable|No route to host|PKIX'; then
+      die "Maven could not download Apache Kafka $KAFKA_VERSION: Maven Central (https://repo.maven.apache.org/maven2, or the mirror in ~/.m2/settings.xml) cannot be reached from this machine. Check the network or proxy, then run scripts/install.sh again."
+    fi
+    die "Maven failed to resolve Apache Kafka $KAFKA_VERSION from $KAFKA_POM (output above)"
+  fi
+  ls "$staging/libs"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null 2>&1 \
+    || die "Maven finished but $staging/libs has no kafka_2.13-$KAFKA_VERSION.jar"
+  rm -rf "$KAFKA_HOME"
+  mv "$staging" "$KAFKA_HOME"
+  echo "$pom_sum" >"$KAFKA_HOME/pom.sha256"
 fi
 
 if ! "$HOGSTREAM_VENV/bin/python" -c 'import chdb, lz4, zstandard, clickhouse_cityhash' 2>/dev/null; then
@@ -31,7 +54,7 @@ if ! "$HOGSTREAM_VENV/bin/python" -c 'import chdb, lz4, zstandard, clickhouse_ci
   "$HOGSTREAM_VENV/bin/pip" install --quiet --disable-pip-version-check \
     'chdb-core>=26.9' lz4 zstandard clickhouse-cityhash
 fi
-log "installed: tansu $("$TANSU_BIN" --version 2>/dev/null | awk '{print $NF}'), chDB $("$HOGSTREAM_VENV/bin/python" -c 'import chdb; print(chdb.engine_version)')"
+log "installed: Apache Kafka $KAFKA_VERSION (Java $(java_major)), chDB $("$HOGSTREAM_VENV/bin/python" -c 'import chdb; print(chdb.engine_version)')"
 
 # PostHog's SDKs (PyPI, npm) and Debian's Chromium for the capture integration tests.
 "$HOGSTREAM_ROOT/scripts/install-sdks.sh"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Starts, stops and reports the local services: the tansu Kafka broker and the ClickHouse front
-# over chDB. Both bind to 127.0.0.1. Only processes recorded in this project's pid files are ever
-# signalled, and a pid is only trusted while its command line still names the service.
+# Starts, stops and reports the local services: Apache Kafka (one KRaft broker) and the
+# ClickHouse front over chDB. Both bind to 127.0.0.1. Only processes recorded in this project's pid
+# files are ever signalled, and a pid is only trusted while its command line still names the
+# service.
 #
-#   scripts/services.sh start|stop|restart|status [kafka|clickhouse|pipeline|all]
+#   scripts/services.sh start|stop|restart|status|kill [kafka|clickhouse|pipeline|all]
 #
+# `kill` sends SIGKILL (a crash drill: the broker fault tests use it); `stop` is graceful.
 # `all` means the two backing services; `pipeline` is hogstream itself (`hogstream run` with
 # HOGSTREAM_CONFIG, default hogstream.example.toml), built beforehand. `stop all` stops it too.
 set -euo pipefail
@@ -34,21 +36,72 @@ wait_until() { # description, timeout seconds, command...
   done
 }
 
+tail_log() { tail -n "${2:-25}" "$1" 2>/dev/null | sed 's/^/    /' >&2; }
+
+# The broker log written since line $1, last 25 lines, indented; says so when there is none.
+kafka_log_since() {
+  local lines
+  lines="$(tail -n +"$(($1 + 1))" "$LOG_DIR/kafka.log" 2>/dev/null | tail -n 25)"
+  if [ -n "$lines" ]; then printf '%s\n' "$lines" | sed 's/^/    /' >&2; else echo "    (the broker has logged nothing yet)" >&2; fi
+}
+
+# The broker's JVM on two shared cores: a small heap (Kafka keeps its data in the page cache, not
+# the heap), G1 with short pauses, and GC and JIT thread counts that leave the cores to the
+# pipeline. Override with HOGSTREAM_KAFKA_HEAP / HOGSTREAM_KAFKA_JVM_OPTS.
+kafka_jvm_opts() {
+  echo "${HOGSTREAM_KAFKA_HEAP:--Xms256m -Xmx1g}" \
+    "${HOGSTREAM_KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:ParallelGCThreads=2 -XX:ConcGCThreads=1 -XX:CICompilerCount=2}" \
+    -Djava.awt.headless=true "-Dlog4j2.configurationFile=$HOGSTREAM_ROOT/scripts/kafka/log4j2.properties"
+}
+
+kafka_ready() { python3 "$HOGSTREAM_ROOT/scripts/kafka/ready.py" "127.0.0.1:$HOGSTREAM_KAFKA_PORT"; }
+
+# Writes the broker's configuration and formats its storage the first time (KRaft needs a cluster
+# id and a formatted metadata log before the first start; later starts reuse both).
+prepare_kafka() {
+  local dir="$HOGSTREAM_DATA/kafka" id
+  mkdir -p "$dir/data"
+  sed -e "s|@KAFKA_PORT@|$HOGSTREAM_KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$HOGSTREAM_KAFKA_CONTROLLER_PORT|g" \
+      -e "s|@LOG_DIRS@|$dir/data|g" "$HOGSTREAM_ROOT/scripts/kafka/server.properties" >"$dir/server.properties"
+  [ -f "$dir/data/meta.properties" ] && return
+  id="$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka.log")" \
+    || die "kafka: could not make a cluster id; see $LOG_DIR/kafka.log"
+  # shellcheck disable=SC2046 # the options are words on purpose
+  java $(kafka_jvm_opts) -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
+      --ignore-formatted -t "$id" -c "$dir/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 \
+    || { tail_log "$LOG_DIR/kafka.log"; die "kafka: formatting $dir/data failed (log above)"; }
+  log "kafka: formatted $dir/data (cluster id $id)"
+}
+
 start_kafka() {
-  if pid=$(pid_of kafka "tansu broker"); then log "kafka already running (pid $pid)"; return; fi
-  [ -x "$TANSU_BIN" ] || die "tansu is not installed: run scripts/install.sh"
-  port_open "$HOGSTREAM_KAFKA_PORT" && die "port $HOGSTREAM_KAFKA_PORT is taken by a process these scripts did not start"
-  mkdir -p "$HOGSTREAM_DATA/kafka"
-  # tansu resolves the SQLite path against its working directory.
-  # Backtraces make a broker panic diagnosable from the log.
-  (cd "$HOGSTREAM_DATA/kafka" && RUST_BACKTRACE=1 exec setsid "$TANSU_BIN" broker \
-      --listener-url "tcp://127.0.0.1:$HOGSTREAM_KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$HOGSTREAM_KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" \
+  local pid limit="${HOGSTREAM_KAFKA_START_TIMEOUT:-90}"
+  if pid=$(pid_of kafka "kafka.Kafka"); then log "kafka already running (pid $pid)"; return; fi
+  [ -f "$KAFKA_HOME/pom.sha256" ] || die "Apache Kafka $KAFKA_VERSION is not installed: run scripts/install.sh"
+  for port in "$HOGSTREAM_KAFKA_PORT" "$HOGSTREAM_KAFKA_CONTROLLER_PORT"; do
+    port_open "$port" && die "port $port is taken by a process these scripts did not start"
+  done
+  prepare_kafka
+  local mark
+  mark=$(wc -l <"$LOG_DIR/kafka.log" 2>/dev/null || echo 0)
+  # shellcheck disable=SC2046
+  (exec setsid java $(kafka_jvm_opts) -cp "$KAFKA_LIBS/*" kafka.Kafka "$HOGSTREAM_DATA/kafka/server.properties" \
       >>"$LOG_DIR/kafka.log" 2>&1 </dev/null) &
-  echo $! >"$RUN_DIR/kafka.pid"
-  wait_until kafka 30 port_open "$HOGSTREAM_KAFKA_PORT" || die "kafka did not open port $HOGSTREAM_KAFKA_PORT; see $LOG_DIR/kafka.log"
-  log "kafka (tansu) listening on 127.0.0.1:$HOGSTREAM_KAFKA_PORT, data in $HOGSTREAM_DATA/kafka"
+  pid=$!
+  echo "$pid" >"$RUN_DIR/kafka.pid"
+  local deadline=$((SECONDS + limit))
+  until kafka_ready; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      kafka_log_since "$mark"
+      rm -f "$RUN_DIR/kafka.pid"
+      die "kafka exited during start-up (log above, whole log in $LOG_DIR/kafka.log)"
+    fi
+    if ((SECONDS >= deadline)); then
+      kafka_log_since "$mark"
+      die "kafka is still starting after ${limit} s (pid $pid is alive but does not answer requests on 127.0.0.1:$HOGSTREAM_KAFKA_PORT yet): the machine may be slow or busy. Its log is above; wait and run 'scripts/services.sh status kafka', or raise HOGSTREAM_KAFKA_START_TIMEOUT"
+    fi
+    sleep 0.2
+  done
+  log "kafka (Apache Kafka $KAFKA_VERSION) ready on 127.0.0.1:$HOGSTREAM_KAFKA_PORT, data in $HOGSTREAM_DATA/kafka"
 }
 
 ch_ping() { curl -fsS "http://127.0.0.1:$HOGSTREAM_CLICKHOUSE_PORT/ping" >/dev/null 2>&1; }
@@ -91,9 +144,27 @@ stop_one() { # service, pattern
   rm -f "$RUN_DIR/$1.pid"
 }
 
+kill_one() { # service, pattern: SIGKILL, no shutdown of any kind
+  local pid
+  pid=$(pid_of "$1" "$2") || die "$1 is not running"
+  kill -KILL "$pid"
+  wait_until "$1" 10 bash -c "! kill -0 $pid 2>/dev/null" || die "$1 (pid $pid) survived SIGKILL"
+  rm -f "$RUN_DIR/$1.pid"
+  log "$1 killed (SIGKILL)"
+}
+
 status_one() { # service, pattern, port
   local pid
-  if pid=$(pid_of "$1" "$2"); then echo "$1: running (pid $pid, port $3)"; else echo "$1: stopped"; return 1; fi
+  if pid=$(pid_of "$1" "$2"); then
+    if [ "$1" = kafka ] && ! kafka_ready; then
+      echo "$1: starting (pid $pid, port $3, not answering requests yet)"
+      return 1
+    fi
+    echo "$1: running (pid $pid, port $3)"
+  else
+    echo "$1: stopped"
+    return 1
+  fi
 }
 
 targets=()
@@ -106,7 +177,7 @@ esac
 rc=0
 for t in "${targets[@]}"; do
   case "$t" in
-    kafka) pattern="tansu broker"; port=$HOGSTREAM_KAFKA_PORT ;;
+    kafka) pattern="kafka.Kafka"; port=$HOGSTREAM_KAFKA_PORT ;;
     clickhouse) pattern="clickhouse_front.py"; port=$HOGSTREAM_CLICKHOUSE_PORT ;;
     pipeline) pattern="hogstream"; port=$HOGSTREAM_CAPTURE_PORT ;;
   esac
@@ -115,7 +186,8 @@ for t in "${targets[@]}"; do
     stop) stop_one "$t" "$pattern" ;;
     restart) stop_one "$t" "$pattern"; "start_$t" ;;
     status) status_one "$t" "$pattern" "$port" || { [ "$t" = pipeline ] || rc=1; } ;;
-    *) die "unknown command '$cmd' (start, stop, restart or status)" ;;
+    kill) kill_one "$t" "$pattern" ;;
+    *) die "unknown command '$cmd' (start, stop, restart, status or kill)" ;;
   esac
 done
 exit $rc

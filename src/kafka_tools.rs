@@ -117,8 +117,7 @@ pub fn watermarks(consumer: &StreamConsumer, topic: &str, partition: i32) -> Res
 
 /// For each partition, the offset of the first message whose timestamp is at or after
 /// `timestamp_ms`, or `None` when there is none yet.
-pub async fn offsets_for_time(
-    kafka: &KafkaConfig,
+pub fn offsets_for_time(
     consumer: &StreamConsumer,
     topic: &str,
     partitions: &[i32],
@@ -148,23 +147,6 @@ pub async fn offsets_for_time(
             ),
         };
         out.insert(e.partition(), offset);
-    }
-    // Some brokers (tansu 0.6.0) answer offset 0 instead of "none" when no message is that
-    // late, so an answer counts only if the message there is late enough.
-    for (&p, found) in out.iter_mut() {
-        let Some(o) = *found else { continue };
-        let (_, high) = watermarks(consumer, topic, p)?;
-        if o >= high {
-            *found = None;
-            continue;
-        }
-        // A fresh consumer: nothing prefetched for another range can be mistaken for this one.
-        let check = self::consumer(kafka)?;
-        let mut reader = RangeReader::new(&check, topic, &[(p, o, o + 1)])?;
-        let at = reader.next().await?.and_then(|m| m.timestamp().to_millis());
-        if at.is_some_and(|at| at < timestamp_ms) {
-            *found = None;
-        }
     }
     Ok(out)
 }

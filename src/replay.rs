@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use governor::{Quota, RateLimiter};
-use hogstream_engine::{KafkaConfig, teams::Teams};
+use hogstream_engine::teams::Teams;
 use hogstream_event::processed::REDELIVER_HEADER;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rdkafka::{
@@ -213,23 +213,19 @@ fn resolve_range(
     })
 }
 
-async fn resolve_ranges(
-    kafka: &KafkaConfig,
+fn resolve_ranges(
     consumer: &StreamConsumer,
     topic: &str,
     partitions: &[i32],
     args: &ReplayArgs,
 ) -> Result<Vec<PartitionRange>> {
-    let lookup = async |t: Option<DateTime<Utc>>| match t {
-        Some(t) => {
-            kafka_tools::offsets_for_time(kafka, consumer, topic, partitions, t.timestamp_millis())
-                .await
-                .map(Some)
-        }
+    let lookup = |t: Option<DateTime<Utc>>| match t {
+        Some(t) => kafka_tools::offsets_for_time(consumer, topic, partitions, t.timestamp_millis())
+            .map(Some),
         None => Ok(None),
     };
-    let from_times = lookup(args.from_time).await?;
-    let to_times = lookup(args.to_time).await?;
+    let from_times = lookup(args.from_time)?;
+    let to_times = lookup(args.to_time)?;
     let at = |m: &Option<HashMap<i32, Option<i64>>>, p: i32| {
         m.as_ref().map(|m| m.get(&p).copied().flatten())
     };
@@ -344,7 +340,7 @@ pub async fn run(config: &Config, args: ReplayArgs) -> Result<()> {
     let existing = kafka_tools::partitions(&consumer, &topic)?;
     let selected = kafka_tools::select_partitions(&topic, &existing, &args.partitions)?;
     kafka_tools::partitions(&consumer, &into).context("--into")?;
-    let ranges = resolve_ranges(&config.kafka, &consumer, &topic, &selected, &args).await?;
+    let ranges = resolve_ranges(&consumer, &topic, &selected, &args)?;
     let total: u64 = ranges.iter().map(|r| (r.to - r.from) as u64).sum();
     let producer = if args.dry_run {
         None

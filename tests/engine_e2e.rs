@@ -237,26 +237,25 @@ fn sigterm_under_load_drains_and_loses_nothing() {
 }
 
 #[test]
-fn offsets_past_the_end_of_a_recreated_topic_do_not_skip_its_messages() {
-    const N: usize = 100;
+fn a_deleted_and_recreated_topic_is_read_from_its_start() {
+    const BEFORE: usize = 400;
+    const AFTER: usize = 60;
     let p = Pipeline::new(1, 2);
-    // As if the topic had been deleted and recreated after the engine stored these offsets.
-    {
-        let store =
-            hogstream_state::StateStore::open(p.dir.join("engine/process-0"), 1 << 20).unwrap();
-        let stale: Vec<_> = (0..2)
-            .map(|partition| hogstream_state::PartitionOffset {
-                topic: p.topic.clone(),
-                partition,
-                next_offset: 1_000_000,
-            })
-            .collect();
-        store.store_offsets(&stale).unwrap();
-    }
     p.start_capture();
     p.start_engine();
-    send_events(&p, N, 1000, |_| {});
-    assert_exactly_once(&p, N);
+    send_events(&p, BEFORE, 1000, |_| {});
+    assert_exactly_once(&p, BEFORE);
+    assert!(p.stop_engine());
+    p.stop_capture();
+
+    // An operator deletes the input topic and creates it again: its offsets start over, below
+    // the ones the engine stored for the old topic.
+    common::capture::delete(&p.brokers, &[&p.topic]);
+    common::capture::create_when_deleted(&p.brokers, &[(&p.topic, 2)]);
+    p.start_capture();
+    p.start_engine();
+    send_events(&p, AFTER, 1000, |_| {});
+    assert_exactly_once(&p, BEFORE + AFTER);
     assert!(
         p.engine_log().contains("past the end of the log"),
         "{}",

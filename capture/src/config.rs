@@ -79,7 +79,7 @@ impl CaptureConfig {
     }
 }
 
-/// Kafka producer settings. The producer always uses `acks=all`, idempotence and lz4.
+/// Kafka producer settings. The producer always uses `acks=all` and lz4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -95,6 +95,10 @@ pub struct KafkaConfig {
     pub message_max_bytes: usize,
     /// How often readiness re-checks that the broker answers a metadata request. Default 5 000 ms.
     pub readiness_interval_ms: u64,
+    /// librdkafka's `enable.idempotence`: whether a retried produce request can be stored twice
+    /// (no: idempotent) at the cost of per-partition in-flight limits. Duplicates are removed
+    /// downstream by event uuid either way; see README, "Capture's producer".
+    pub idempotence: bool,
     /// Further librdkafka settings, applied last (e.g. `security.protocol`).
     pub extra: BTreeMap<String, String>,
 }
@@ -107,6 +111,7 @@ impl Default for KafkaConfig {
             linger_ms: 10,
             message_max_bytes: 1_000_000,
             readiness_interval_ms: 5_000,
+            idempotence: true,
             extra: BTreeMap::new(),
         }
     }

@@ -308,6 +308,13 @@ async fn deliver(
     records: Vec<(Destination, ProduceRecord)>,
 ) -> Result<(), CaptureError> {
     let shared = &state.shared;
+    // With the broker known to be down, librdkafka would queue the request's events until
+    // `message_timeout_ms` and then fail them anyway: answer 503 at once, so SDKs retry later
+    // and no connection is held for the whole timeout.
+    if !records.is_empty() && !shared.producer.is_ready() {
+        metrics::rejected("service_unavailable", records.len() as u64);
+        return Err(CaptureError::RetryableSink("kafka is unavailable".into()));
+    }
     let deliveries = records.into_iter().map(|(destination, record)| {
         // Enqueued here, in request order; only the acknowledgements are awaited together.
         let delivery = shared.producer.send(record);

@@ -84,6 +84,9 @@ impl ClickHouseConfig {
     }
 }
 
+/// How long the sink waits at start-up for a ClickHouse that does not answer before it gives up.
+pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct ClickHouseSink {
     config: ClickHouseConfig,
@@ -92,13 +95,28 @@ pub struct ClickHouseSink {
 }
 
 impl ClickHouseSink {
-    /// Connects and checks that the schema is current; `shutdown` ends retry loops.
+    /// Connects and checks that the schema is current; `shutdown` ends retry loops. A
+    /// ClickHouse that does not answer (a restart, a dropped connection) is asked again with
+    /// backoff for up to [`CONNECT_PATIENCE`]; an outdated schema fails at once.
     pub async fn connect(
         config: ClickHouseConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, SinkError> {
         let admin = config.client();
-        schema::check(&admin, &config.database).await?;
+        let started = std::time::Instant::now();
+        let mut backoff = config.min_backoff;
+        loop {
+            match schema::check(&admin, &config.database).await {
+                Err(SinkError::ClickHouse(
+                    e @ (clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut),
+                )) if started.elapsed() < CONNECT_PATIENCE && !*shutdown.borrow() => {
+                    tracing::warn!(url = %config.url, error = %e, retry_in = ?backoff, "clickhouse does not answer yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+                result => break result?,
+            }
+        }
         let client = admin.with_database(&config.database);
         Ok(Self {
             config,

@@ -1,6 +1,6 @@
 //! One `hogstream capture` process for one test: its own main/overflow/historical/dlq topics
-//! (created here, never deleted: on tansu deleting a topic wipes every topic), a free port, and a
-//! log file; plus a reader that returns every message of a topic with its key and headers.
+//! (created here, deleted when the test passes), a free port, and a log file; plus a reader that
+//! returns every message of a topic with its key and headers.
 #![allow(dead_code)]
 
 use std::{
@@ -81,6 +81,64 @@ pub fn create(brokers: &str, topics: &[(&str, i32)]) {
         .expect("create topics");
     for r in results {
         assert!(r.is_ok(), "creating topic failed: {r:?}");
+    }
+}
+
+/// Creates `(name, partitions)` topics that were just deleted: Kafka removes a topic in the
+/// background, and refuses to create it again until it is gone.
+pub fn create_when_deleted(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("Kafka admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (name, partitions) in topics {
+        let new = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
+        loop {
+            let result = rt
+                .block_on(admin.create_topics([&new], &AdminOptions::new()))
+                .expect("create topics")
+                .remove(0);
+            let Err(pending) = result else { break };
+            assert!(
+                Instant::now() < deadline,
+                "topic {name} was not created again within 60 s: {pending:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Deletes topics; a topic that is already gone is not an error. Failures are reported, not
+/// fatal: this runs in `Drop`, after the test's own assertions.
+pub fn delete(brokers: &str, topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+    {
+        Ok(admin) => admin,
+        Err(e) => return eprintln!("deleting topics {topics:?}: {e}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    match rt.block_on(admin.delete_topics(topics, &options)) {
+        Ok(results) => {
+            for r in results {
+                if let Err((topic, code)) = r
+                    && code != rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                {
+                    eprintln!("deleting topic {topic}: {code}");
+                }
+            }
+        }
+        Err(e) => eprintln!("deleting topics {topics:?}: {e}"),
     }
 }
 
@@ -210,6 +268,17 @@ impl Drop for Capture {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "kept for inspection: topics {}_*, log in {}",
+                self.name,
+                self.dir.display()
+            );
+            return;
+        }
+        let topics = self.topics.all().map(|(name, _)| name);
+        delete(&self.brokers, &topics);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

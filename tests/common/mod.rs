@@ -3,6 +3,7 @@
 //! test with a message that says how to start it, never a silent pass.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod persons;
 pub mod pipeline;
 
 use std::{
@@ -101,7 +102,7 @@ pub fn free_ports(n: u16, taken: &[std::ops::Range<u16>]) -> std::ops::Range<u16
     }
 }
 
-/// A name no other test or run has used: tests never delete topics (on tansu that wipes all).
+/// A name no other test or run has used, for topics, databases and directories.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()

@@ -33,14 +33,7 @@ pub struct Pipeline {
     capture: Mutex<Option<Child>>,
     engine: Mutex<Option<Child>>,
     cluster: Mutex<Vec<Child>>,
-    _alone: std::sync::MutexGuard<'static, ()>,
 }
-
-/// One pipeline at a time per test binary: several at once slow tansu (SQLite) until produce
-/// requests time out, librdkafka's idempotent producer then bumps its epoch, and tansu 0.6.0
-/// panics on the bumped epoch (`idempotent_message_check`) and stops serving. Real Kafka does
-/// not; the tests exercise the production producer settings, one pipeline at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The largest engine cluster a test starts.
 const MAX_PROCESSES: u16 = 4;
@@ -62,7 +55,6 @@ impl Pipeline {
     }
 
     fn build(workers: usize, partitions: i32, extra_teams: &[(i64, &str)], extra: &str) -> Self {
-        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let brokers = require_kafka();
         let ch = require_clickhouse();
         let name = unique("e2e");
@@ -138,7 +130,6 @@ token = "{TOKEN}"
             capture: Mutex::new(None),
             engine: Mutex::new(None),
             cluster: Mutex::new(Vec::new()),
-            _alone: alone,
         };
         let status = p
             .command(&["migrate"])
@@ -259,6 +250,20 @@ token = "{TOKEN}"
         }
     }
 
+    /// Whether the single-process engine started by [`Pipeline::start_engine`] is still running.
+    pub fn engine_running(&self) -> bool {
+        self.engine
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// `/_readiness` of the single-process engine.
+    pub fn engine_readiness_url(&self) -> String {
+        format!("http://127.0.0.1:{}/_readiness", self.metrics_ports.start)
+    }
+
     /// SIGKILL: no drain, no flush, no offset store.
     pub fn kill_engine(&self) {
         let mut child = self.engine.lock().unwrap().take().expect("engine running");
@@ -281,6 +286,17 @@ token = "{TOKEN}"
         }
         signal_term(&child);
         child.wait().unwrap().success()
+    }
+
+    /// Every topic this pipeline's configuration names (they exist once `migrate` ran).
+    pub fn topics(&self) -> Vec<String> {
+        vec![
+            self.topic.clone(),
+            format!("{}_overflow", self.topic),
+            format!("{}_historical", self.topic),
+            format!("{}_processed", self.topic),
+            self.dlq_topic.clone(),
+        ]
     }
 
     /// Every engine log of this pipeline, concatenated.
@@ -309,8 +325,8 @@ token = "{TOKEN}"
     }
 
     /// Sends events through capture's `/batch` and returns the final HTTP status. Like PostHog's
-    /// SDKs, it sends the same events again after a 503 (the broker here can stall under
-    /// load); a retried batch may reach Kafka twice, which the pipeline must deduplicate.
+    /// SDKs, it sends the same events again after a 503; a retried batch may reach Kafka twice,
+    /// which the pipeline must deduplicate.
     pub fn send_batch(&self, events: &[Value]) -> u16 {
         self.send_batch_with_token(TOKEN, events)
     }
@@ -408,6 +424,36 @@ impl Drop for Pipeline {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A passing test leaves nothing behind on the shared broker and ClickHouse; a failing
+        // one (or any, with HOGSTREAM_TEST_KEEP=1) keeps its topics, database and logs.
+        if std::thread::panicking() || std::env::var_os("HOGSTREAM_TEST_KEEP").is_some() {
+            eprintln!(
+                "kept for inspection: topics {}*, database {}, logs in {}",
+                self.topic,
+                self.database,
+                self.dir.display()
+            );
+            return;
+        }
+        let topics = self.topics();
+        super::capture::delete(
+            &self.brokers,
+            &topics.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let drop_database = format!("DROP DATABASE IF EXISTS `{}`", self.database);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        if let Err(e) = rt.block_on(
+            Client::default()
+                .with_url(super::clickhouse_url())
+                .query(&drop_database)
+                .execute(),
+        ) {
+            eprintln!("{drop_database}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{DeliveryFuture, EventProducer, ProduceError, ProduceRecord};
@@ -17,10 +18,10 @@ use crate::config::KafkaConfig;
 /// librdkafka callback can never hold a request forever.
 const DELIVERY_GRACE: Duration = Duration::from_secs(5);
 
-/// Produces with `acks=all` and idempotence, so an acknowledged event is on every in-sync
-/// replica and librdkafka's retries neither duplicate nor reorder it.
+/// Produces with `acks=all`, so an acknowledged event is on every in-sync replica; with
+/// `idempotence`, librdkafka's own retries cannot store a message twice either.
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<HealthContext>,
     ready: Arc<AtomicBool>,
     delivery_timeout: Duration,
     health: Option<JoinHandle<()>>,
@@ -35,20 +36,32 @@ impl KafkaProducer {
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("acks", "all")
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", config.idempotence.to_string())
             .set("compression.type", "lz4")
             .set("linger.ms", config.linger_ms.to_string())
             .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .set("message.max.bytes", config.message_max_bytes.to_string());
+            .set("message.max.bytes", config.message_max_bytes.to_string())
+            // librdkafka backs off up to 10 s between reconnects by default, so capture would go
+            // on refusing events for seconds after the broker is back; 1 s bounds that.
+            .set("reconnect.backoff.max.ms", "1000");
         for (key, value) in &config.extra {
             client.set(key, value);
         }
-        let producer: FutureProducer = client.create()?;
+        let context = HealthContext {
+            broker_trouble: Arc::new(Notify::new()),
+        };
+        let broker_trouble = context.broker_trouble.clone();
+        let producer: FutureProducer<HealthContext> = client.create_with_context(context)?;
         let ready = Arc::new(AtomicBool::new(false));
         let interval = Duration::from_millis(config.readiness_interval_ms.max(100));
-        let health = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|rt| rt.spawn(watch_broker(producer.clone(), ready.clone(), interval)));
+        let health = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            rt.spawn(watch_broker(
+                producer.clone(),
+                ready.clone(),
+                interval,
+                broker_trouble,
+            ))
+        });
         Ok(Self {
             producer,
             ready,
@@ -63,7 +76,7 @@ impl KafkaProducer {
     }
 
     /// The underlying rdkafka producer, for callers that need admin-level access.
-    pub fn inner(&self) -> &FutureProducer {
+    pub fn inner(&self) -> &FutureProducer<HealthContext> {
         &self.producer
     }
 }
@@ -76,9 +89,41 @@ impl Drop for KafkaProducer {
     }
 }
 
+/// librdkafka's client callbacks: a lost connection to every broker wakes the readiness watcher
+/// at once, instead of at its next scheduled probe, which could miss a short restart entirely.
+pub struct HealthContext {
+    broker_trouble: Arc<Notify>,
+}
+
+impl ClientContext for HealthContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.broker_trouble.notify_one();
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+/// How often a broker that is down is asked again: capture refuses events while it is down, so
+/// it must notice the return quickly.
+const DOWN_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Bound on one probe: a broker that cannot answer a metadata request this fast is not serving.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A cheap metadata request proves the broker answers; cached so readiness probes cost nothing.
-async fn watch_broker(producer: FutureProducer, ready: Arc<AtomicBool>, interval: Duration) {
-    let timeout = interval.min(Duration::from_secs(5));
+/// Probes run every `interval` while the broker answers, every [`DOWN_PROBE_INTERVAL`] while it
+/// does not, and at once when librdkafka reports that its connections are gone. (An idle
+/// connection closed by the broker also wakes it; that probe reconnects and finds it ready.)
+async fn watch_broker(
+    producer: FutureProducer<HealthContext>,
+    ready: Arc<AtomicBool>,
+    interval: Duration,
+    broker_trouble: Arc<Notify>,
+) {
+    let timeout = interval.min(PROBE_TIMEOUT);
     loop {
         let probe = producer.clone();
         let ok = tokio::task::spawn_blocking(move || {
@@ -90,10 +135,18 @@ async fn watch_broker(producer: FutureProducer, ready: Arc<AtomicBool>, interval
             if ok {
                 tracing::info!("kafka broker reachable");
             } else {
-                tracing::warn!("kafka broker unreachable");
+                tracing::warn!("kafka broker unreachable: refusing events with 503");
             }
         }
-        tokio::time::sleep(interval).await;
+        let pause = if ok {
+            interval
+        } else {
+            interval.min(DOWN_PROBE_INTERVAL)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = broker_trouble.notified() => {}
+        }
     }
 }
 

@@ -505,6 +505,31 @@ async fn failing_producer_gives_503_and_never_200() {
 }
 
 #[tokio::test]
+async fn an_unreachable_broker_gives_503_at_once_and_stores_nothing() {
+    let (app, producer) = app();
+    producer.set_ready(false);
+    let answer = call(
+        &app,
+        post_json("/e/", json!([event("a", "d"), event("b", "d")])),
+    )
+    .await;
+    answer.assert_error(503, "service_unavailable");
+    assert!(
+        producer.records().is_empty(),
+        "nothing reached the producer"
+    );
+    // A request that stores nothing (bad input) is still told what is wrong with it.
+    call(&app, post_json("/e/", json!([])))
+        .await
+        .assert_error(400, "empty_batch");
+    producer.set_ready(true);
+    call(&app, post_json("/e/", event("a", "d")))
+        .await
+        .assert_ok();
+    assert_eq!(producer.records().len(), 1);
+}
+
+#[tokio::test]
 async fn body_limits_differ_for_batch_and_are_enforced() {
     let mut config = CaptureConfig::default();
     config.limits.max_body_bytes = 1000;

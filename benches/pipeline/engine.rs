@@ -1,0 +1,196 @@
+//! `engine`: events/s from a pre-filled topic into ClickHouse through `hogstream engine`, beside a
+//! bare passthrough (consume → insert the raw message, no processing) on the same broker and
+//! ClickHouse; then the same with a JSONL destination.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use clickhouse::Row;
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::support::{
+    PARTITIONS, Setup, brokers, cpu_by_thread, cpu_seconds, env_number, produce, unique,
+};
+
+#[derive(Row, Serialize)]
+struct RawRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    uuid: Uuid,
+    payload: String,
+}
+
+/// Bare passthrough: consume every message and insert it unprocessed; returns events/s.
+async fn passthrough(setup: &Setup, n: usize) -> f64 {
+    let ch = setup.clickhouse();
+    ch.query(
+        "CREATE TABLE passthrough (uuid UUID, payload String) ENGINE = MergeTree ORDER BY uuid",
+    )
+    .execute()
+    .await
+    .unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("passthrough"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&setup.topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let (mut seen, mut batch, mut since) = (0, Vec::new(), Instant::now());
+    while seen < n {
+        if let Some(m) = consumer.poll(Duration::from_millis(5)) {
+            let m = m.unwrap();
+            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            batch.push(RawRow {
+                uuid: Uuid::now_v7(),
+                payload,
+            });
+            seen += 1;
+        }
+        if !batch.is_empty()
+            && (batch.len() >= 100_000
+                || since.elapsed() >= Duration::from_millis(250)
+                || seen == n)
+        {
+            let mut insert = ch.insert::<RawRow>("passthrough").await.unwrap();
+            for r in batch.drain(..) {
+                insert.write(&r).await.unwrap();
+            }
+            insert.end().await.unwrap();
+            since = Instant::now();
+        }
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+struct EngineRun {
+    stored_per_second: f64,
+    exported_per_second: Option<f64>,
+    cpu_seconds: f64,
+    cpu_by_thread: BTreeMap<String, f64>,
+}
+
+/// Events per second from the engine's start until every event is in `events` (and, with
+/// `exported`, until a JSONL destination wrote them all), and the engine's CPU seconds.
+async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> EngineRun {
+    let started = Instant::now();
+    let engine = setup.spawn(&["engine"], "engine.log");
+    let mut last = 0;
+    while last < n as u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = setup.count("SELECT count() FROM events").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "engine stalled at {last} events"
+        );
+    }
+    let stored_per_second = n as f64 / started.elapsed().as_secs_f64();
+    let exported_per_second = match exported {
+        Some(dir) => {
+            while jsonl_lines(dir) < n {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert!(
+                    started.elapsed() < Duration::from_secs(600),
+                    "destination stalled at {} events",
+                    jsonl_lines(dir)
+                );
+            }
+            Some(n as f64 / started.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
+    EngineRun {
+        stored_per_second,
+        exported_per_second,
+        cpu_seconds: cpu_seconds(engine.pid()),
+        cpu_by_thread: cpu_by_thread(engine.pid()),
+    }
+}
+
+/// Lines in the `.jsonl` files of `dir`.
+fn jsonl_lines(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+                .filter_map(|p| std::fs::read_to_string(p).ok())
+                .map(|t| t.lines().count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub async fn bench() {
+    let n = env_number("HOGSTREAM_BENCH_ENGINE_EVENTS", 200_000);
+    // `migrate` created the input topic with PARTITIONS partitions.
+    let setup = Setup::new(2, |_| String::new());
+    let produced = produce(&setup.topic, n, 5_000, false).await;
+    let base = passthrough(&setup, n).await;
+    let plain = run_engine(&setup, n, None).await;
+    setup.clean().await;
+
+    // The same events again, with a JSONL destination: the engine also writes every event to
+    // the processed-events topic, and the destination reads and exports them.
+    let setup = Setup::new(2, |dir| {
+        format!(
+            "[[plugins]]\nplugin = \"jsonl-export\"\nstart = \"earliest\"\n[plugins.config]\ndirectory = \"{}\"\n",
+            dir.join("export").display()
+        )
+    });
+    produce(&setup.topic, n, 5_000, false).await;
+    let exported = setup.dir().join("export");
+    let with_dest = run_engine(&setup, n, Some(&exported)).await;
+    setup.clean().await;
+
+    let engine = plain.stored_per_second;
+    println!("\n## engine ({n} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process)");
+    println!("| what | events/s |");
+    println!("|---|---|");
+    println!("| filling the topic (rdkafka produce) | {produced:.0} |");
+    println!("| baseline: passthrough consume → insert, no processing | {base:.0} |");
+    println!("| hogstream engine, Kafka → ClickHouse `events` | {engine:.0} |");
+    println!(
+        "| hogstream engine with a JSONL destination, → `events` | {:.0} |",
+        with_dest.stored_per_second
+    );
+    println!(
+        "| ... → every event exported by the destination | {:.0} |",
+        with_dest.exported_per_second.unwrap_or_default()
+    );
+    println!(
+        "engine CPU: {:.1} s for {n} events = {:.0} events per engine CPU-second; with the destination {:.1} s = {:.0}",
+        plain.cpu_seconds,
+        n as f64 / plain.cpu_seconds.max(0.01),
+        with_dest.cpu_seconds,
+        n as f64 / with_dest.cpu_seconds.max(0.01)
+    );
+    for (label, run) in [("engine", &plain), ("with the destination", &with_dest)] {
+        let mut t: Vec<_> = run
+            .cpu_by_thread
+            .iter()
+            .filter(|(_, s)| **s >= 0.05)
+            .collect();
+        t.sort_by(|a, b| b.1.total_cmp(a.1));
+        let text: Vec<String> = t.iter().map(|(n, s)| format!("{n} {s:.1} s")).collect();
+        println!("{label}, CPU by thread: {}", text.join(", "));
+    }
+    println!(
+        "ratio engine / passthrough: {:.2} (engine start-up included); with a destination / without: {:.2}",
+        engine / base,
+        with_dest.stored_per_second / engine
+    );
+}
