@@ -286,10 +286,26 @@ async fn main() -> Result<()> {
                     }
                 },
             ));
+            // And the other way round: capture that stopped on its own (a fatal producer error)
+            // stops the engine too, so the process exits and its supervisor restarts both.
+            let capture = {
+                let flag = Arc::clone(&flag);
+                tokio::spawn(async move {
+                    let result = capture.await;
+                    if !flag.swap(true, Ordering::Relaxed) {
+                        tracing::error!("capture stopped; stopping the engine");
+                    }
+                    result
+                })
+            };
             let engine_result = engine.await.context("engine thread").and_then(|r| r);
-            let _ = engine_down.send(());
             flag.store(true, Ordering::Relaxed);
-            let captured = capture.await.context("capture task")?.context("capture");
+            let _ = engine_down.send(());
+            let captured = capture
+                .await
+                .context("capture task")?
+                .context("capture task")?
+                .context("capture");
             engine_result?;
             captured?;
         }

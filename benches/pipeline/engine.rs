@@ -17,7 +17,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::support::{
-    PARTITIONS, Setup, brokers, cpu_by_thread, cpu_seconds, env_number, produce, unique,
+    CpuSample, PARTITIONS, Setup, brokers, cpu_by_thread, cpu_seconds, env_number, produce,
+    service_pid, unique,
 };
 
 #[derive(Row, Serialize)]
@@ -27,8 +28,9 @@ struct RawRow {
     payload: String,
 }
 
-/// Bare passthrough: consume every message and insert it unprocessed; returns events/s.
-async fn passthrough(setup: &Setup, n: usize) -> f64 {
+/// Bare passthrough: consume every message and insert it unprocessed; returns events/s and the
+/// CPU seconds of the passthrough itself, the broker and ClickHouse.
+async fn passthrough(setup: &Setup, n: usize) -> (f64, Vec<(&'static str, f64, f64)>) {
     let ch = setup.clickhouse();
     ch.query(
         "CREATE TABLE passthrough (uuid UUID, payload String) ENGINE = MergeTree ORDER BY uuid",
@@ -48,6 +50,12 @@ async fn passthrough(setup: &Setup, n: usize) -> f64 {
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    let pids = [
+        ("passthrough", Some(std::process::id())),
+        ("broker", service_pid("kafka")),
+        ("ClickHouse", service_pid("clickhouse")),
+    ];
+    let before = CpuSample::take(&pids);
     let started = Instant::now();
     let (mut seen, mut batch, mut since) = (0, Vec::new(), Instant::now());
     while seen < n {
@@ -73,11 +81,14 @@ async fn passthrough(setup: &Setup, n: usize) -> f64 {
             since = Instant::now();
         }
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    (rate, CpuSample::take(&pids).since(&before))
 }
 
 struct EngineRun {
     stored_per_second: f64,
+    /// CPU seconds of the broker and ClickHouse during the run.
+    services: Vec<(&'static str, f64, f64)>,
     exported_per_second: Option<f64>,
     cpu_seconds: f64,
     cpu_by_thread: BTreeMap<String, f64>,
@@ -86,6 +97,11 @@ struct EngineRun {
 /// Events per second from the engine's start until every event is in `events` (and, with
 /// `exported`, until a JSONL destination wrote them all), and the engine's CPU seconds.
 async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> EngineRun {
+    let services = [
+        ("broker", service_pid("kafka")),
+        ("ClickHouse", service_pid("clickhouse")),
+    ];
+    let before = CpuSample::take(&services);
     let started = Instant::now();
     let engine = setup.spawn(&["engine"], "engine.log");
     let mut last = 0;
@@ -98,6 +114,7 @@ async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> EngineR
         );
     }
     let stored_per_second = n as f64 / started.elapsed().as_secs_f64();
+    let services = CpuSample::take(&services).since(&before);
     let exported_per_second = match exported {
         Some(dir) => {
             while jsonl_lines(dir) < n {
@@ -114,6 +131,7 @@ async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> EngineR
     };
     EngineRun {
         stored_per_second,
+        services,
         exported_per_second,
         cpu_seconds: cpu_seconds(engine.pid()),
         cpu_by_thread: cpu_by_thread(engine.pid()),
@@ -139,7 +157,7 @@ pub async fn bench() {
     // `migrate` created the input topic with PARTITIONS partitions.
     let setup = Setup::new(2, |_| String::new());
     let produced = produce(&setup.topic, n, 5_000, false).await;
-    let base = passthrough(&setup, n).await;
+    let (base, base_cpu) = passthrough(&setup, n).await;
     let plain = run_engine(&setup, n, None).await;
     setup.clean().await;
 
@@ -188,6 +206,22 @@ pub async fn bench() {
         let text: Vec<String> = t.iter().map(|(n, s)| format!("{n} {s:.1} s")).collect();
         println!("{label}, CPU by thread: {}", text.join(", "));
     }
+    println!("\nCPU seconds per 100k events while each ran:");
+    println!("| run | its own process | broker | ClickHouse |");
+    println!("|---|---|---|---|");
+    let per = |s: f64| s / n as f64 * 100_000.0;
+    println!(
+        "| passthrough | {:.2} | {:.2} | {:.2} |",
+        per(base_cpu[0].1),
+        per(base_cpu[1].1),
+        per(base_cpu[2].1)
+    );
+    println!(
+        "| hogstream engine | {:.2} | {:.2} | {:.2} |",
+        per(plain.cpu_seconds),
+        per(plain.services[0].1),
+        per(plain.services[1].1)
+    );
     println!(
         "ratio engine / passthrough: {:.2} (engine start-up included); with a destination / without: {:.2}",
         engine / base,

@@ -314,6 +314,7 @@ dlq = "{topic}_dlq"
 [engine]
 workers = {workers}
 data_dir = "{data}"
+{state_threads}
 [clickhouse]
 url = "{ch}"
 database = "{name}"
@@ -326,6 +327,10 @@ token = "{TOKEN}"
                 ch = clickhouse_url(),
                 data = dir.join("engine").display(),
                 extra = extra(&dir),
+                // The engine's default is one per core; HOGSTREAM_BENCH_STATE_THREADS compares.
+                state_threads = std::env::var("HOGSTREAM_BENCH_STATE_THREADS")
+                    .map(|n| format!("state_threads = {n}"))
+                    .unwrap_or_default(),
             ),
         )
         .unwrap();

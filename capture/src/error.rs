@@ -133,6 +133,10 @@ pub enum ServeError {
     Bind(std::io::Error),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "the Kafka producer hit a fatal error and cannot produce again: {0}; capture stopped so that it can be restarted with a new producer"
+    )]
+    ProducerFatal(String),
 }
 
 #[cfg(test)]

@@ -59,14 +59,27 @@ pub async fn serve(
     let listener = TcpListener::bind(config.bind_address)
         .await
         .map_err(ServeError::Bind)?;
-    let result = serve_on(listener, state, shutdown).await;
+    // A producer that hit a fatal error refuses every later event: stop like at SIGTERM, but
+    // fail, so that a supervisor starts capture again with a new producer.
+    let fatal = Arc::new(tokio::sync::OnceCell::new());
+    let watching = (producer.clone(), fatal.clone());
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            reason = watching.0.fatal_error() => { let _ = watching.1.set(reason); }
+        }
+    };
+    let result = serve_on(listener, state, stop).await;
     let flushing = producer.clone();
     match tokio::task::spawn_blocking(move || flushing.flush(SHUTDOWN_FLUSH)).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!(%err, "kafka flush at shutdown failed"),
         Err(err) => tracing::warn!(%err, "kafka flush task failed"),
     }
-    result
+    match fatal.get() {
+        Some(reason) => Err(ServeError::ProducerFatal(reason.clone())),
+        None => result,
+    }
 }
 
 /// Serves `state` on an already bound listener until `shutdown` resolves.

@@ -7,8 +7,8 @@ use std::{
 };
 
 use rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options, WriteBatch,
-    WriteOptions,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options,
+    ReadOptions, ReadTier, WriteBatch, WriteOptions,
 };
 
 use rayon::prelude::*;
@@ -396,27 +396,54 @@ impl StateStore {
         Ok(self.db.get_cf(self.cf(CF_PERSONS), key)?)
     }
 
-    /// Person-state records of many keys, in `keys` order. The keys are read in chunks on
-    /// [`read_pool`], so reads that miss the caches wait on the disk together instead of one
-    /// after another.
+    /// Person-state records of many keys, in `keys` order. One batched lookup on the calling
+    /// thread answers every key held in memory (memtables, block cache); only the keys that need
+    /// the disk are read in chunks on [`read_pool`], so misses wait on the disk together instead
+    /// of one after another, and a warm batch wakes no thread at all.
     pub fn get_state_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         /// Small enough to give every read thread several chunks, large enough that RocksDB's
         /// batched lookup pays for itself.
         const MIN_CHUNK: usize = 16;
-        let chunk = keys.len().div_ceil(READ_THREADS * 4).max(MIN_CHUNK);
         let cf = self.cf(CF_PERSONS);
-        let chunks: Vec<Vec<Option<Vec<u8>>>> = read_pool().install(|| {
-            keys.par_chunks(chunk)
+        let mut cached = ReadOptions::default();
+        cached.set_read_tier(ReadTier::BlockCache);
+        let mut out = Vec::with_capacity(keys.len());
+        let mut misses = Vec::new();
+        for (i, r) in self
+            .db
+            .batched_multi_get_cf_opt(cf, keys, false, &cached)
+            .into_iter()
+            .enumerate()
+        {
+            match r {
+                Ok(v) => out.push(v.map(|v| v.to_vec())),
+                Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => {
+                    misses.push(i);
+                    out.push(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if misses.is_empty() {
+            return Ok(out);
+        }
+        let chunk = misses.len().div_ceil(READ_THREADS * 4).max(MIN_CHUNK);
+        let read: Vec<Vec<Option<Vec<u8>>>> = read_pool().install(|| {
+            misses
+                .par_chunks(chunk)
                 .map(|part| {
                     self.db
-                        .batched_multi_get_cf(cf, part, false)
+                        .batched_multi_get_cf(cf, part.iter().map(|&i| &keys[i]), false)
                         .into_iter()
                         .map(|r| Ok(r?.map(|v| v.to_vec())))
                         .collect::<Result<_, StateError>>()
                 })
                 .collect::<Result<_, _>>()
         })?;
-        Ok(chunks.into_iter().flatten().collect())
+        for (&i, v) in misses.iter().zip(read.into_iter().flatten()) {
+            out[i] = v;
+        }
+        Ok(out)
     }
 
     /// Writes person-state records (`None` deletes) atomically and durably.

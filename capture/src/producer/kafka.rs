@@ -22,6 +22,7 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(5);
 /// `idempotence`, librdkafka's own retries cannot store a message twice either.
 pub struct KafkaProducer {
     producer: FutureProducer<HealthContext>,
+    fatal: tokio::sync::watch::Receiver<Option<String>>,
     ready: Arc<AtomicBool>,
     delivery_timeout: Duration,
     health: Option<JoinHandle<()>>,
@@ -47,10 +48,11 @@ impl KafkaProducer {
         for (key, value) in &config.extra {
             client.set(key, value);
         }
+        let (fatal, fatal_rx) = tokio::sync::watch::channel(None);
         let context = HealthContext {
-            broker_trouble: Arc::new(Notify::new()),
+            wake: Arc::new(Notify::new()),
         };
-        let broker_trouble = context.broker_trouble.clone();
+        let wake = context.wake.clone();
         let producer: FutureProducer<HealthContext> = client.create_with_context(context)?;
         let ready = Arc::new(AtomicBool::new(false));
         let interval = Duration::from_millis(config.readiness_interval_ms.max(100));
@@ -59,15 +61,30 @@ impl KafkaProducer {
                 producer.clone(),
                 ready.clone(),
                 interval,
-                broker_trouble,
+                wake,
+                fatal,
             ))
         });
         Ok(Self {
             producer,
+            fatal: fatal_rx,
             ready,
             delivery_timeout: config.message_timeout() + DELIVERY_GRACE,
             health,
         })
+    }
+
+    /// Resolves with librdkafka's reason once the producer hit a fatal error; never otherwise.
+    pub async fn fatal_error(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        let reason = match fatal.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// Waits (blocking) until queued messages are delivered or `timeout` passes.
@@ -89,20 +106,17 @@ impl Drop for KafkaProducer {
     }
 }
 
-/// librdkafka's client callbacks: a lost connection to every broker wakes the readiness watcher
-/// at once, instead of at its next scheduled probe, which could miss a short restart entirely.
+/// librdkafka's client callbacks: every client error (a lost connection to every broker, or a
+/// fatal error of an idempotent producer, which then refuses every later message) wakes the
+/// readiness watcher at once, instead of at its next scheduled probe, which could miss a short
+/// broker restart entirely.
 pub struct HealthContext {
-    broker_trouble: Arc<Notify>,
+    wake: Arc<Notify>,
 }
 
 impl ClientContext for HealthContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-        ) {
-            self.broker_trouble.notify_one();
-        }
+        self.wake.notify_one();
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
@@ -115,16 +129,28 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A cheap metadata request proves the broker answers; cached so readiness probes cost nothing.
 /// Probes run every `interval` while the broker answers, every [`DOWN_PROBE_INTERVAL`] while it
-/// does not, and at once when librdkafka reports that its connections are gone. (An idle
-/// connection closed by the broker also wakes it; that probe reconnects and finds it ready.)
+/// does not, and at once when librdkafka reports an error. (An idle connection closed by the
+/// broker also wakes it; that probe reconnects and finds it ready.) A fatal producer error makes
+/// capture unready for good and is passed on through `fatal`.
 async fn watch_broker(
     producer: FutureProducer<HealthContext>,
     ready: Arc<AtomicBool>,
     interval: Duration,
-    broker_trouble: Arc<Notify>,
+    wake: Arc<Notify>,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
 ) {
     let timeout = interval.min(PROBE_TIMEOUT);
     loop {
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            ready.store(false, Ordering::SeqCst);
+            tracing::error!(
+                ?code,
+                reason,
+                "kafka producer: fatal error, refusing events"
+            );
+            fatal.send_replace(Some(format!("{code:?}: {reason}")));
+            return;
+        }
         let probe = producer.clone();
         let ok = tokio::task::spawn_blocking(move || {
             probe.client().fetch_metadata(None, timeout).is_ok()
@@ -145,7 +171,7 @@ async fn watch_broker(
         };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = broker_trouble.notified() => {}
+            () = wake.notified() => {}
         }
     }
 }
@@ -258,6 +284,32 @@ mod tests {
         let err = producer.send(record("{}".into())).await.unwrap_err();
         assert!(matches!(err, ProduceError::Retryable(_)), "{err:?}");
         assert!(!producer.is_ready());
+    }
+
+    /// A fatal producer error cannot be caused on demand with a real broker (it takes lost
+    /// acknowledged data); librdkafka's own test hook raises one, as the broker would.
+    #[tokio::test]
+    async fn a_fatal_error_is_reported_and_leaves_capture_unready() {
+        let producer = KafkaProducer::new(&unreachable_config()).unwrap();
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.inner().client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"injected by the test".as_ptr(),
+            )
+        };
+        assert_eq!(
+            raised,
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+        let reason = tokio::time::timeout(Duration::from_secs(10), producer.fatal_error())
+            .await
+            .expect("the fatal error is reported");
+        assert!(reason.contains("injected by the test"), "{reason}");
+        assert!(
+            !producer.is_ready(),
+            "a producer that cannot produce is not ready"
+        );
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use hogstream_event::ids::person_uuid;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
@@ -53,8 +53,7 @@ pub struct Component {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedPerson {
     pub id: Uuid,
-    pub properties: Map<String, Value>,
-    /// `properties` as JSON text, made once per resolution and shared by the rows.
+    /// The person's properties as JSON text, made once per resolution and shared by the rows.
     pub properties_json: Arc<str>,
     pub is_identified: bool,
     pub created_at: DateTime<Utc>,
@@ -188,11 +187,9 @@ impl Component {
                     "$creator_event_uuid",
                     &Value::String(p.creator.uuid().to_string()),
                 );
-                let properties = registers.visible();
                 ResolvedPerson {
                     id: p.uuid,
-                    properties_json: Value::Object(properties.clone()).to_string().into(),
-                    properties,
+                    properties_json: registers.visible_json().into(),
                     is_identified: p.is_identified,
                     created_at: p.creator.timestamp(),
                 }
@@ -246,7 +243,6 @@ impl Component {
                     team_id,
                     person: ResolvedPerson {
                         id,
-                        properties: Map::new(),
                         properties_json: "{}".into(),
                         is_identified: false,
                         created_at: DateTime::<Utc>::default(),

@@ -78,23 +78,44 @@ impl Registers {
         }
     }
 
-    /// The visible properties, sorted by key: the `$set` register when written (a tombstone
-    /// hides the key), else the `$set_once` one.
-    pub fn visible(&self) -> Map<String, Value> {
+    /// The visible properties as `(key, JSON text)`, sorted by key: the `$set` register when
+    /// written (a tombstone hides the key), else the `$set_once` one.
+    fn visible_texts(&self) -> impl Iterator<Item = (&String, &str)> {
         let mut keys: Vec<&String> = self.set.keys().chain(self.set_once.keys()).collect();
         keys.sort();
         keys.dedup();
-        let parse = |s: &str| serde_json::from_str(s).unwrap_or(Value::Null);
-        keys.into_iter()
-            .filter_map(|k| {
-                let v = match self.set.get(k) {
-                    Some((_, Some(v))) => parse(v),
-                    Some((_, None)) => return None,
-                    None => parse(&self.set_once.get(k)?.1),
-                };
-                Some((k.clone(), v))
-            })
+        keys.into_iter().filter_map(|k| {
+            let v = match self.set.get(k) {
+                Some((_, Some(v))) => v.as_str(),
+                Some((_, None)) => return None,
+                None => self.set_once.get(k)?.1.as_str(),
+            };
+            Some((k, v))
+        })
+    }
+
+    /// The visible properties, sorted by key (what [`Registers::visible_json`] writes).
+    #[cfg(test)]
+    pub fn visible(&self) -> Map<String, Value> {
+        self.visible_texts()
+            .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or(Value::Null)))
             .collect()
+    }
+
+    /// [`Registers::visible`] as a JSON object's text, written straight from the stored texts
+    /// (which are serde_json's own compact output), without parsing them again.
+    pub fn visible_json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.visible_texts().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String(k.clone()).to_string());
+            out.push(':');
+            out.push_str(v);
+        }
+        out.push('}');
+        out
     }
 }
 
@@ -140,6 +161,20 @@ mod tests {
         assert_eq!(a, apply(&[2, 1, 0]));
         assert_eq!(a, apply(&[1, 2, 0, 1, 2]));
         assert_eq!(a.visible(), obj(json!({"a": 2, "b": 3, "c": 1, "d": 2})));
+    }
+
+    #[test]
+    fn visible_json_is_the_visible_map_serialized() {
+        let mut r = Registers::default();
+        r.write(
+            s(1),
+            &obj(json!({"q\"uote": "a\nb", "n": 1.5, "o": {"x": [1, null]}, "gone": true})),
+            &obj(json!({"once": "é", "n": 0})),
+            &["gone".into()],
+        );
+        let text = r.visible_json();
+        assert_eq!(text, Value::Object(r.visible()).to_string());
+        assert_eq!(Registers::default().visible_json(), "{}");
     }
 
     #[test]

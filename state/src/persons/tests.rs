@@ -51,7 +51,9 @@ impl ClickHouse {
     fn store(&mut self, c: &Changes) {
         for p in &c.persons.persons {
             let row = FinalPerson {
-                properties: p.person.properties.clone(),
+                // What ClickHouse holds is the text; the reference compares its parsed form.
+                properties: serde_json::from_str(&p.person.properties_json)
+                    .expect("person properties are a JSON object"),
                 is_identified: p.person.is_identified,
                 created_at: p.person.created_at,
             };
