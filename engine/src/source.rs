@@ -62,7 +62,10 @@ pub fn consumer(config: &KafkaConfig) -> Result<SourceConsumer, EngineError> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
-        .set("fetch.wait.max.ms", "20")
+        // The broker answers a fetch as soon as any message arrives (fetch.min.bytes is 1), so
+        // the wait only bounds an idle long poll: a short one costs the broker CPU for nothing
+        // (20 ms kept an idle broker at 3x its own idle CPU; the latency figures did not move).
+        .set("fetch.wait.max.ms", "500")
         .create_with_context(LagContext)?)
 }
 
