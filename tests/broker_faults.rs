@@ -1,5 +1,6 @@
 //! Broker faults end to end on Apache Kafka, under load: a SIGKILL of the broker while events
-//! are being sent, a graceful restart, and a single 5,000-event `/batch` request.
+//! are being sent, a graceful restart, and a single 5,000-event `/batch` request; and a pipeline
+//! started against a broker that was formatted a moment ago, as on a fresh machine.
 //!
 //! During an outage capture answers 503 (never 200 for an event that is not stored), both
 //! readiness endpoints turn unready and ready again, and the engine, which stays the same process
@@ -412,4 +413,65 @@ fn a_5000_event_batch_under_load_is_stored_whole() {
     );
     common::pipeline::assert_exactly_once(&p, N);
     assert_load_stored_once(&p, &report);
+}
+
+/// A broker of its own, formatted and started by `scripts/services.sh` in a fresh data directory
+/// on free ports; stopped (and its directory removed) on drop.
+struct FreshBroker {
+    env: Vec<(&'static str, String)>,
+    dir: std::path::PathBuf,
+    brokers: String,
+}
+
+impl FreshBroker {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(common::unique("fresh_broker"));
+        let (port, controller) = (common::free_port(), common::free_port());
+        let env = vec![
+            ("HOGSTREAM_DATA", dir.display().to_string()),
+            ("HOGSTREAM_KAFKA_PORT", port.to_string()),
+            ("HOGSTREAM_KAFKA_CONTROLLER_PORT", controller.to_string()),
+        ];
+        let broker = FreshBroker {
+            env,
+            dir,
+            brokers: format!("127.0.0.1:{port}"),
+        };
+        broker.services(&["start", "kafka"]);
+        broker
+    }
+
+    fn services(&self, args: &[&str]) {
+        let status = std::process::Command::new("bash")
+            .arg(common::repo_root().join("scripts/services.sh"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .status()
+            .expect("run scripts/services.sh");
+        assert!(status.success(), "scripts/services.sh {args:?} failed");
+    }
+}
+
+impl Drop for FreshBroker {
+    fn drop(&mut self) {
+        self.services(&["stop", "kafka"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_pipeline_on_a_broker_formatted_a_moment_ago_waits_for_its_coordinator() {
+    // Its own broker: the shared one is not touched, but this test still takes its turn.
+    let _broker = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 500;
+    let fresh = FreshBroker::start();
+    // The engine's first group request makes the broker create `__consumer_offsets`; it answers
+    // "not coordinator" until that is done, and start-up must wait rather than fail.
+    let p = Pipeline::on_broker(&fresh.brokers, 2, 4);
+    p.start_engine();
+    p.start_capture();
+    common::pipeline::send_events(&p, N, 1000, |_| {});
+    common::pipeline::assert_exactly_once(&p, N);
+    assert!(p.engine_running(), "the engine started and stayed up");
+    assert!(p.stop_engine());
 }

@@ -157,6 +157,15 @@ pub async fn bench() {
                 l.p99
             );
             if batch == 50 {
+                let per_core = l.events_per_second / capture_cores.max(0.01);
+                println!(
+                    "|   | target ≥ 50000 events/s per capture core in batches: {} |",
+                    if per_core >= 50_000.0 {
+                        "met"
+                    } else {
+                        "NOT met"
+                    }
+                );
                 let after = cpu_by_thread(capture.pid());
                 let mut by_thread: Vec<(String, f64)> = after
                     .iter()

@@ -15,7 +15,7 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
-    error::RDKafkaErrorCode,
+    error::{KafkaError, RDKafkaErrorCode},
     message::{BorrowedMessage, Headers},
 };
 use xxhash_rust::xxh3::xxh3_64;
@@ -168,7 +168,9 @@ pub fn group_offsets<C: ConsumerContext>(
     for (t, p) in partitions {
         query.add_partition(t, *p);
     }
-    let committed = consumer.committed_offsets(query, METADATA_TIMEOUT)?;
+    let committed = while_coordinator_starts("reading the group's committed offsets", || {
+        consumer.committed_offsets(query.clone(), METADATA_TIMEOUT)
+    })?;
     Ok(partitions
         .iter()
         .filter_map(|(t, p)| match committed.find_partition(t, *p)?.offset() {
@@ -176,6 +178,48 @@ pub fn group_offsets<C: ConsumerContext>(
             _ => None,
         })
         .collect())
+}
+
+/// How long start-up waits for a broker's group coordinator (or a partition leader) to become
+/// available before it gives up.
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `request` again while the broker answers that it is still starting a coordinator or
+/// electing a leader: a fresh broker creates `__consumer_offsets` on the first group request,
+/// and a restarted one loads it and elects leaders before it can answer. Other errors, and these
+/// after [`COORDINATOR_PATIENCE`], are returned.
+fn while_coordinator_starts<T>(
+    what: &str,
+    mut request: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match request() {
+            Err(e) if is_starting(&e) && started.elapsed() < COORDINATOR_PATIENCE => {
+                tracing::info!(error = %e, retry_in = ?pause, "{what}: the broker is still starting");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_starting(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
 }
 
 /// Assigns `partitions` at their resume offsets: the later of the local store and the group's
@@ -195,7 +239,9 @@ pub fn assign(
         let group = committed.get(&(t.clone(), *p)).copied();
         let offset = match store.offset(t, *p)?.max(group) {
             Some(o) => {
-                let log = consumer.fetch_watermarks(t, *p, METADATA_TIMEOUT)?;
+                let log = while_coordinator_starts("reading a partition's offsets", || {
+                    consumer.fetch_watermarks(t, *p, METADATA_TIMEOUT)
+                })?;
                 let o = checked_resume(t, *p, o, log);
                 resume.insert((t.clone(), *p), o);
                 Offset::Offset(o)
@@ -297,7 +343,42 @@ pub fn to_record(msg: &BorrowedMessage<'_>) -> SourceRecord {
 
 #[cfg(test)]
 mod tests {
-    use super::checked_resume;
+    use super::{KafkaError, RDKafkaErrorCode, checked_resume, while_coordinator_starts};
+
+    /// A fresh broker answers "not coordinator" for a moment after it creates
+    /// `__consumer_offsets`; the window is too short to hit on demand (a cold quickstart did),
+    /// so the broker's answers are played here.
+    #[test]
+    fn start_up_waits_out_a_starting_coordinator_but_not_other_errors() {
+        let mut answers = vec![
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::NotCoordinator)),
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::CoordinatorLoadInProgress,
+            )),
+            Ok(7),
+        ]
+        .into_iter();
+        assert_eq!(
+            while_coordinator_starts("test", || answers.next().unwrap()).unwrap(),
+            7
+        );
+        let mut calls = 0;
+        let err = while_coordinator_starts("test", || {
+            calls += 1;
+            Err::<(), _>(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::TopicAuthorizationFailed,
+            ))
+        })
+        .unwrap_err();
+        assert_eq!(
+            calls, 1,
+            "an error that waiting cannot fix is returned at once"
+        );
+        assert_eq!(
+            err.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        );
+    }
 
     #[test]
     fn a_resume_offset_outside_the_log_restarts_at_its_start() {

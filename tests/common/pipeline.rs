@@ -54,8 +54,22 @@ impl Pipeline {
         Self::build(workers, partitions, &[], extra)
     }
 
+    /// Like [`Pipeline::new`], on the broker at `brokers` instead of the shared one.
+    pub fn on_broker(brokers: &str, workers: usize, partitions: i32) -> Self {
+        Self::build_on(brokers.to_owned(), workers, partitions, &[], "")
+    }
+
     fn build(workers: usize, partitions: i32, extra_teams: &[(i64, &str)], extra: &str) -> Self {
-        let brokers = require_kafka();
+        Self::build_on(require_kafka(), workers, partitions, extra_teams, extra)
+    }
+
+    fn build_on(
+        brokers: String,
+        workers: usize,
+        partitions: i32,
+        extra_teams: &[(i64, &str)],
+        extra: &str,
+    ) -> Self {
         let ch = require_clickhouse();
         let name = unique("e2e");
         let dir = std::env::temp_dir().join(&name);
