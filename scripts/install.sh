@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what hogstream needs for development, tests and the local pipeline, skipping whatever
-# is already there: Debian build packages (and Java 17 with Maven when missing), Apache Kafka's
-# broker from Maven Central, chDB (ClickHouse's engine) in a virtualenv, and the npm/PyPI PostHog
-# SDKs used by the integration tests.
+# is already there: Debian build packages (and Java 17 with Maven when missing), Prometheus for
+# the monitoring tests, Apache Kafka's broker from Maven Central, chDB (ClickHouse's engine) in a
+# virtualenv, and the npm/PyPI PostHog SDKs used by the integration tests.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 apt_packages=(cmake libcurl4-openssl-dev libclang-dev clang pkg-config libssl-dev zlib1g-dev curl)
+# Prometheus and promtool: the monitoring tests run the alert rules and the dashboard's queries.
+apt_packages+=(prometheus)
 # Kafka 4.x brokers need Java 17 or newer; Maven resolves the broker's classpath.
 java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
 if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then apt_packages+=(openjdk-17-jre-headless); fi

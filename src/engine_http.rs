@@ -1,6 +1,7 @@
 //! `hogstream engine`'s HTTP endpoints on `[engine] metrics_address`: `/metrics` (Prometheus),
 //! `/_liveness`, and `/_readiness`, which asks the broker and ClickHouse at request time and
-//! answers 503 naming the one that does not answer. (Capture's `/_readiness` reflects Kafka
+//! answers 503 naming the one that does not answer; and the same probe every 10 s for the
+//! `hogstream_ready` gauge (also in `hogstream run`, whose metrics capture serves). (Capture's `/_readiness` reflects Kafka
 //! only, on purpose: README, Observability.)
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -51,8 +52,22 @@ async fn clickhouse_status(p: &Probes) -> Result<(), String> {
     }
 }
 
+/// Asks Kafka and ClickHouse together, and records the answer in the readiness gauges.
+async fn probe(p: &Probes) -> (Result<(), String>, Result<(), String>) {
+    let (kafka, clickhouse) = tokio::join!(kafka_status(p), clickhouse_status(p));
+    metrics::gauge!("hogstream_kafka_up").set(if kafka.is_ok() { 1.0 } else { 0.0 });
+    let ready = kafka.is_ok() && clickhouse.is_ok();
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    (kafka, clickhouse)
+}
+
+/// `hogstream_ready`: 1 while the engine's last probe reached both Kafka and ClickHouse.
+const READY: &str = "hogstream_ready";
+/// How often the readiness gauges are refreshed without a request.
+const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
 async fn readiness(State(p): State<Arc<Probes>>) -> impl IntoResponse {
-    let (kafka, clickhouse) = tokio::join!(kafka_status(&p), clickhouse_status(&p));
+    let (kafka, clickhouse) = probe(&p).await;
     let ready = kafka.is_ok() && clickhouse.is_ok();
     let show =
         |r: Result<(), String>| r.map_or_else(|e| format!("unavailable: {e}"), |()| "ok".into());
@@ -69,7 +84,54 @@ async fn readiness(State(p): State<Arc<Probes>>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// Binds `address` and serves until the process ends.
+fn probes(
+    metrics: Option<PrometheusHandle>,
+    kafka: &KafkaConfig,
+    clickhouse: &ClickHouseConfig,
+) -> Result<Arc<Probes>> {
+    Ok(Arc::new(Probes {
+        metrics,
+        kafka: Arc::new(
+            source::client_config(kafka)
+                .create()
+                .context("kafka client for /_readiness")?,
+        ),
+        clickhouse: clickhouse.client().with_database(&clickhouse.database),
+    }))
+}
+
+/// Refreshes the readiness gauges (`hogstream_ready`, `hogstream_kafka_up`) every
+/// [`PROBE_INTERVAL`] until the process ends, so alerts see an engine that stopped reaching
+/// Kafka or ClickHouse while nobody asks `/_readiness`.
+pub fn watch_readiness(kafka: &KafkaConfig, clickhouse: &ClickHouseConfig) -> Result<()> {
+    spawn_watch(probes(None, kafka, clickhouse)?);
+    Ok(())
+}
+
+fn spawn_watch(probes: Arc<Probes>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        let mut was_ready = true;
+        loop {
+            tick.tick().await;
+            let (kafka, clickhouse) = probe(&probes).await;
+            let ready = kafka.is_ok() && clickhouse.is_ok();
+            if ready != was_ready {
+                match (kafka, clickhouse) {
+                    (Ok(()), Ok(())) => tracing::info!("engine ready again"),
+                    (kafka, clickhouse) => tracing::warn!(
+                        kafka = kafka.err().unwrap_or_else(|| "ok".into()),
+                        clickhouse = clickhouse.err().unwrap_or_else(|| "ok".into()),
+                        "engine not ready"
+                    ),
+                }
+            }
+            was_ready = ready;
+        }
+    });
+}
+
+/// Binds `address` and serves until the process ends; keeps the readiness gauges fresh.
 pub async fn serve(
     address: SocketAddr,
     kafka: &KafkaConfig,
@@ -85,15 +147,8 @@ pub async fn serve(
             }
         });
     }
-    let probes = Arc::new(Probes {
-        metrics,
-        kafka: Arc::new(
-            source::client_config(kafka)
-                .create()
-                .context("kafka client for /_readiness")?,
-        ),
-        clickhouse: clickhouse.client().with_database(&clickhouse.database),
-    });
+    let probes = probes(metrics, kafka, clickhouse)?;
+    spawn_watch(Arc::clone(&probes));
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/_liveness", get(|| async { "ok" }))

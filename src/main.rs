@@ -271,6 +271,7 @@ async fn main() -> Result<()> {
         }
         Command::Run { cluster } => {
             let signals = Signals::listen()?;
+            engine_http::watch_readiness(&config.kafka, &config.clickhouse)?;
             let settings = engine_settings(&config, &cluster)?;
             let engine = spawn_engine(settings, Arc::clone(&flag));
             let signal = signals.shutdown(Arc::clone(&flag));

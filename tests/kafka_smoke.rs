@@ -133,9 +133,12 @@ async fn keyed_messages_partition_consume_and_offsets_survive_a_broker_restart()
     for p in 0..PARTITIONS {
         query.add_partition(&topic, p);
     }
-    let committed = c
-        .committed_offsets(query, Duration::from_secs(30))
-        .expect("committed offsets after restart");
+    // A restarted broker answers "not coordinator" until it has loaded `__consumer_offsets`;
+    // clients wait that out, as the engine does.
+    let committed = hogstream_engine::source::while_coordinator_starts("the test", || {
+        c.committed_offsets(query.clone(), Duration::from_secs(30))
+    })
+    .expect("committed offsets after restart");
     for p in 0..PARTITIONS {
         assert_eq!(
             committed.find_partition(&topic, p).unwrap().offset(),

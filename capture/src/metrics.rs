@@ -37,10 +37,17 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install_prometheus() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
+            use hogstream_event::latency::{EVENT_LATENCY, EVENT_LATENCY_BUCKETS};
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(EVENT_LATENCY.into()),
+                        EVENT_LATENCY_BUCKETS,
+                    )
                 });
             match builder.and_then(PrometheusBuilder::install_recorder) {
                 Ok(handle) => Some(handle),
@@ -53,6 +60,17 @@ pub fn install_prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The process's own CPU, memory, threads and file descriptors under Prometheus' standard names
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …), read at each scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let collector = metrics_process::Collector::default();
+        collector.describe();
+        collector
+    })
+}
+
 /// `GET /metrics`: the Prometheus text of `handle`, or 503 when no recorder is installed.
 pub fn render(handle: Option<&PrometheusHandle>) -> axum::response::Response {
     use axum::{
@@ -60,10 +78,10 @@ pub fn render(handle: Option<&PrometheusHandle>) -> axum::response::Response {
         response::IntoResponse,
     };
     match handle {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+            process_collector().collect();
+            handle.render()
+        })
             .into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -224,6 +224,8 @@ fn commit(
 
 /// Builds the dataflow on `worker` and drives it until shutdown.
 pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), EngineError> {
+    // A series at 0 from the start, so "never held back" is visible to alerts and dashboards.
+    metrics::counter!("hogstream_backpressure_total").increment(0);
     let (index, peers) = (worker.index(), worker.peers());
     let processes = shared.settings.cluster.processes.max(1) as u64;
     let workers = (peers as u64 / processes).max(1);

@@ -20,8 +20,8 @@ use hogstream_event::{ProcessedEvent, processed::REDELIVER_HEADER};
 use hogstream_plugin::{Delivery, DestinationPlugin, Start, deliver};
 use hogstream_state::{PartitionOffset, StateStore};
 use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+    ClientContext, Message, Offset, Statistics, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
     message::Headers,
 };
 
@@ -80,11 +80,41 @@ fn decode(m: &rdkafka::message::BorrowedMessage<'_>, id: &str) -> Read {
     }
 }
 
+/// Publishes how far a destination trails the processed-events topic, summed over the
+/// partitions this process reads: `hogstream_destination_lag{destination}`. Each partition counts
+/// from the destination's committed place, or before its first commit from what it has read.
+pub struct DestinationLag {
+    destination: String,
+}
+
+impl ClientContext for DestinationLag {
+    fn stats(&self, stats: Statistics) {
+        let lag: i64 = stats
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.hi_offset >= 0)
+            .filter_map(|p| {
+                let place = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.app_offset
+                };
+                (place >= 0).then(|| (p.hi_offset - place).max(0))
+            })
+            .sum();
+        metrics::gauge!("hogstream_destination_lag", "destination" => self.destination.clone())
+            .set(lag as f64);
+    }
+}
+
+impl ConsumerContext for DestinationLag {}
+
 pub struct Runner {
     plugin: DestinationPlugin,
     store: StateStore,
     topic: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<DestinationLag>,
     stop: Arc<AtomicBool>,
     /// Next offset per partition, read but not yet stored.
     positions: HashMap<i32, i64>,
@@ -104,12 +134,18 @@ impl Runner {
         stop: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
         let topic = kafka.processed_topic.clone();
-        let consumer: BaseConsumer = source::client_config(kafka)
+        let consumer: BaseConsumer<DestinationLag> = source::client_config(kafka)
             .set("group.id", format!("hogstream-destination-{}", plugin.id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .create()?;
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(DestinationLag {
+                destination: plugin.id.clone(),
+            })?;
+        // Counted from the start, so "gave up on nothing" is a series at 0, not no series.
+        metrics::counter!("hogstream_destination_failed_events_total", "destination" => plugin.id.clone())
+            .increment(0);
         let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
         let partitions: Vec<i32> = metadata
             .topics()

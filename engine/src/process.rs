@@ -224,14 +224,18 @@ impl Processor {
         }));
         let version = self.versions.next();
         let stored = events.len() as u64;
-        let rows: Vec<EventRow> = events
+        let rows: Vec<(EventRow, i64)> = events
             .into_par_iter()
             .zip(processed.events)
-            .map(|((record, event), person)| event_row(&record, event, person, version))
+            .map(|((record, event), person)| {
+                let received_ms = record.timestamp_ms;
+                (event_row(&record, event, person, version), received_ms)
+            })
             .collect();
-        for row in rows {
+        for (row, received_ms) in rows {
             out.bytes += row.properties.len() + row.person_properties.len() + 128;
             out.events.push(row);
+            out.received_ms.push(received_ms);
         }
         self.change_rows(processed.changes, out);
         metrics::counter!("hogstream_events_processed_total").increment(stored);

@@ -188,7 +188,7 @@ const COORDINATOR_PATIENCE: Duration = Duration::from_secs(60);
 /// electing a leader: a fresh broker creates `__consumer_offsets` on the first group request,
 /// and a restarted one loads it and elects leaders before it can answer. Other errors, and these
 /// after [`COORDINATOR_PATIENCE`], are returned.
-fn while_coordinator_starts<T>(
+pub fn while_coordinator_starts<T>(
     what: &str,
     mut request: impl FnMut() -> Result<T, KafkaError>,
 ) -> Result<T, KafkaError> {

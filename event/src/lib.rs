@@ -5,6 +5,7 @@
 pub mod captured;
 pub mod headers;
 pub mod ids;
+pub mod latency;
 pub mod processed;
 pub mod raw;
 pub mod time;

@@ -24,6 +24,9 @@ pub struct OutputBatch {
     pub group_type_mappings: Vec<GroupTypeMappingRow>,
     pub warnings: Vec<IngestionWarningRow>,
     pub dead_letters: Vec<DeadLetter>,
+    /// When capture produced each event of `events` (its Kafka timestamp, ms since the epoch),
+    /// for the end-to-end latency histogram.
+    pub received_ms: Vec<i64>,
     /// Approximate payload bytes, for flush thresholds.
     pub bytes: usize,
 }
@@ -65,6 +68,7 @@ impl OutputBatch {
             .append(&mut other.group_type_mappings);
         self.warnings.append(&mut other.warnings);
         self.dead_letters.append(&mut other.dead_letters);
+        self.received_ms.append(&mut other.received_ms);
         self.bytes += other.bytes;
     }
 
@@ -133,6 +137,11 @@ impl OutputBatch {
 
         sink.insert("events", &self.events, &self.events_token())
             .await?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let latency = metrics::histogram!(hogstream_event::latency::EVENT_LATENCY);
+        for received in &self.received_ms {
+            latency.record((now_ms - received).max(0) as f64 / 1000.0);
+        }
         if let Some(p) = processed {
             p.send_all(&self.events).await?;
         }

@@ -172,6 +172,10 @@ impl ClickHouseSink {
         if rows.is_empty() {
             return Ok(());
         }
+        // The error counter of every table written exists from its first insert: "no errors"
+        // is a series at 0 that alerts and dashboards can see, not a missing one.
+        let errors = metrics::counter!("hogstream_sink_insert_errors_total", "table" => table);
+        errors.increment(0);
         let span = tracing::debug_span!("sink.insert", table, rows = rows.len());
         async {
             let mut backoff = self.config.min_backoff;
@@ -192,8 +196,7 @@ impl ClickHouseSink {
                         return Ok(());
                     }
                     Err(e) => {
-                        metrics::counter!("hogstream_sink_insert_errors_total", "table" => table)
-                            .increment(1);
+                        errors.increment(1);
                         tracing::warn!(table, attempt, rows = rows.len(), error = %e, retry_in = ?backoff, "insert failed");
                         if *shutdown.borrow() {
                             return Err(SinkError::GaveUp {
