@@ -65,6 +65,22 @@ impl CaptureConfig {
         {
             return Err("size limits must be positive".into());
         }
+        // One request at the cap must fit: lz-string's UTF-16 output takes two bytes a unit.
+        let largest = limits.max_decompressed_bytes.saturating_mul(2);
+        if limits.max_decoding_bytes < largest {
+            return Err(format!(
+                "limits.max_decoding_bytes ({}) must be at least twice limits.max_decompressed_bytes ({}), so that one request at the cap can be decoded",
+                limits.max_decoding_bytes, limits.max_decompressed_bytes
+            ));
+        }
+        if limits.header_read_timeout_ms == 0
+            || limits.max_connections == 0
+            || limits.max_concurrent_requests == 0
+        {
+            return Err(
+                "limits.header_read_timeout_ms, max_connections and max_concurrent_requests must be positive".into(),
+            );
+        }
         for (what, name) in [
             ("main", &self.topics.main),
             ("overflow", &self.topics.overflow),
@@ -180,7 +196,8 @@ impl Default for OverflowConfig {
     }
 }
 
-/// Size limits and timeouts for request bodies.
+/// What one client, and all clients together, may hold of the server: sizes, time and
+/// concurrency.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -188,10 +205,23 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Raw body limit on `/batch`. Default 20 MB.
     pub max_batch_body_bytes: usize,
-    /// Cap on the decoded payload, enforced while decompressing. Default 100 MB (5 × 20 MB).
+    /// Cap on one request's decoded payload, enforced while decompressing. Default 100 MB
+    /// (5 × 20 MB).
     pub max_decompressed_bytes: usize,
+    /// Cap on the memory of all requests' decompression output at once; a request that would
+    /// pass it gets 503 and is retried by the SDK. At least twice `max_decompressed_bytes`.
+    /// Default 256 MiB.
+    pub max_decoding_bytes: usize,
     /// Time allowed to receive the whole body before answering 408. Default 30 000 ms.
     pub body_read_timeout_ms: u64,
+    /// Time allowed to send a request's headers, and the most an idle keep-alive connection is
+    /// kept; then the connection is closed. Default 10 000 ms.
+    pub header_read_timeout_ms: u64,
+    /// Open connections at most; more wait in the kernel's accept queue. Default 10 000.
+    pub max_connections: usize,
+    /// Capture requests being handled at once; more get 503 at once (health and metrics are
+    /// not counted). Default 1 024.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for LimitsConfig {
@@ -200,7 +230,11 @@ impl Default for LimitsConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_batch_body_bytes: 20 * 1024 * 1024,
             max_decompressed_bytes: 100 * 1024 * 1024,
+            max_decoding_bytes: 256 * 1024 * 1024,
             body_read_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
+            max_concurrent_requests: 1_024,
         }
     }
 }

@@ -49,6 +49,16 @@ pub enum CaptureError {
     RecordingsNotSupported,
     #[error("no such endpoint")]
     NotFound,
+    #[error("method {0} is not allowed here: send events with POST (or GET with ?data=)")]
+    MethodNotAllowed(String),
+    #[error(
+        "Content-Encoding `{0}` is not supported: send gzip, lz64 (lz-string) or base64, or no Content-Encoding"
+    )]
+    UnsupportedEncoding(String),
+    #[error("{0}")]
+    DecodingCapacity(String),
+    #[error("the server is handling too many requests at once; retry shortly")]
+    Overloaded,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -73,6 +83,11 @@ impl CaptureError {
             CaptureError::RetryableSink(_) => StatusCode::SERVICE_UNAVAILABLE,
             CaptureError::RecordingsNotSupported => StatusCode::NOT_IMPLEMENTED,
             CaptureError::NotFound => StatusCode::NOT_FOUND,
+            CaptureError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            CaptureError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            CaptureError::DecodingCapacity(_) | CaptureError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             CaptureError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +112,10 @@ impl CaptureError {
             CaptureError::RetryableSink(_) => "service_unavailable",
             CaptureError::RecordingsNotSupported => "recordings_not_supported",
             CaptureError::NotFound => "not_found",
+            CaptureError::MethodNotAllowed(_) => "method_not_allowed",
+            CaptureError::UnsupportedEncoding(_) => "unsupported_encoding",
+            CaptureError::DecodingCapacity(_) => "decoding_capacity",
+            CaptureError::Overloaded => "overloaded",
             CaptureError::Internal(_) => "internal_error",
         }
     }
@@ -171,6 +190,10 @@ mod tests {
             (CaptureError::RetryableSink("x".into()), 503),
             (CaptureError::RecordingsNotSupported, 501),
             (CaptureError::NotFound, 404),
+            (CaptureError::MethodNotAllowed("PUT".into()), 405),
+            (CaptureError::UnsupportedEncoding("br".into()), 415),
+            (CaptureError::DecodingCapacity("x".into()), 503),
+            (CaptureError::Overloaded, 503),
             (CaptureError::Internal("x".into()), 500),
         ];
         for (err, status) in cases {

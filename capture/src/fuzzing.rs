@@ -165,6 +165,7 @@ pub fn decode_request(req: &FuzzRequest<'_>) -> Result<Vec<ProcessedEvent>, Capt
         endpoint: req.endpoint,
         now: now(),
         max_decompressed_bytes: MAX_DECOMPRESSED_BYTES,
+        budget: crate::payload::budget::DecodeBudget::new(usize::MAX),
     })
 }
 
@@ -186,6 +187,7 @@ pub fn run(data: &[u8]) -> Result<Vec<ProcessedEvent>, CaptureError> {
             legacy_path: req.endpoint.is_legacy(),
             max_decompressed_bytes: MAX_DECOMPRESSED_BYTES,
         },
+        &mut |_| Ok(()),
     );
     if let Ok(text) = &decoded {
         assert!(

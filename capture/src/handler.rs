@@ -1,6 +1,7 @@
 //! The capture request flow: read, decode, validate, route, produce, answer.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -20,6 +21,7 @@ use tracing::Instrument;
 use crate::error::CaptureError;
 use crate::event::{ProcessedEvent, RequestContext, process_event};
 use crate::metrics;
+use crate::payload::budget::DecodeBudget;
 use crate::payload::shapes::parse_body;
 use crate::payload::{CaptureQuery, DecodeOptions, decode_payload};
 use crate::producer::{ProduceError, ProduceRecord};
@@ -28,9 +30,11 @@ use crate::state::AppState;
 use crate::timestamp::sent_at_from_query;
 use crate::token::resolve_token;
 
-/// Bodies above this are decoded on the blocking pool, so a large gzip batch cannot stall the
-/// async workers that serve every other request.
-const BLOCKING_DECODE_BYTES: usize = 256 * 1024;
+/// Plain JSON bodies up to this size are decoded on the async worker that received them; every
+/// other body (larger, or compressed, or encoded, so it may expand up to the decompression cap)
+/// is decoded on the blocking pool, so it cannot stall the workers that serve other requests and
+/// health checks.
+const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
 /// The capture routes. Each is served with and without a trailing slash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,16 @@ impl Endpoint {
 /// Entry point of every capture route.
 pub async fn capture(state: AppState, endpoint: Endpoint, req: Request) -> Response {
     let started = Instant::now();
+    // Past the limit, answering at once is cheaper for everybody than queueing: SDKs retry.
+    let Ok(_permit) = state.shared.requests.try_acquire() else {
+        let response = CaptureError::Overloaded.into_response();
+        metrics::request(
+            endpoint.path(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        return response;
+    };
     let span = tracing::info_span!(
         "capture",
         route = endpoint.path(),
@@ -130,6 +144,13 @@ async fn handle(
     req: Request,
 ) -> Result<Answer, CaptureError> {
     let (parts, body) = req.into_parts();
+    // Only GET and POST carry events. HEAD in particular must never store what its body
+    // carries (the framework routes it with GET); OPTIONS is answered like PostHog does.
+    match parts.method {
+        axum::http::Method::GET | axum::http::Method::POST => {}
+        axum::http::Method::OPTIONS => return Ok(Answer::Ok),
+        ref other => return Err(CaptureError::MethodNotAllowed(other.to_string())),
+    }
     let query = CaptureQuery::parse(parts.uri.query());
     let answer = if query.beacon {
         Answer::Beacon
@@ -152,8 +173,9 @@ async fn handle(
         endpoint,
         now: Utc::now(),
         max_decompressed_bytes: state.shared.limits.max_decompressed_bytes,
+        budget: Arc::clone(&state.shared.decode_budget),
     };
-    let records = if input.body.len() > BLOCKING_DECODE_BYTES {
+    let records = if !decodes_inline(&input) {
         let span = tracing::Span::current();
         let state = state.clone();
         tokio::task::spawn_blocking(move || {
@@ -180,10 +202,23 @@ pub(crate) struct PrepareInput {
     pub endpoint: Endpoint,
     pub now: DateTime<Utc>,
     pub max_decompressed_bytes: usize,
+    pub budget: Arc<DecodeBudget>,
+}
+
+/// Small plain JSON, which costs what it weighs to decode: no compression hint or encoding, no
+/// `?data=`, and a body that starts like JSON.
+fn decodes_inline(input: &PrepareInput) -> bool {
+    input.body.len() <= INLINE_DECODE_BYTES
+        && input.query.data.is_none()
+        && input.query.compression.is_none()
+        && input.content_encoding.is_none()
+        && matches!(input.body.trim_ascii_start().first(), Some(b'{' | b'['))
 }
 
 /// Decodes and validates a whole request. Either every event is valid or the request fails.
 pub(crate) fn prepare(input: PrepareInput) -> Result<Vec<ProcessedEvent>, CaptureError> {
+    // Held until the decoded text is parsed and dropped, below.
+    let mut reservation = input.budget.reserve();
     let text = decode_payload(
         &input.body,
         &input.query,
@@ -193,9 +228,11 @@ pub(crate) fn prepare(input: PrepareInput) -> Result<Vec<ProcessedEvent>, Captur
             legacy_path: input.endpoint.is_legacy(),
             max_decompressed_bytes: input.max_decompressed_bytes,
         },
+        &mut |bytes| reservation.grow_to(bytes),
     )?;
     let parsed = parse_body(&text, input.endpoint.allows_engage())?;
     drop(text);
+    drop(reservation);
     if parsed.events.is_empty() {
         return Err(CaptureError::EmptyBatch);
     }
@@ -434,6 +471,7 @@ mod tests {
                 .unwrap()
                 .to_utc(),
             max_decompressed_bytes: 1 << 20,
+            budget: DecodeBudget::new(1 << 20),
         }
     }
 

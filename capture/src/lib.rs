@@ -27,7 +27,6 @@ pub mod timestamp;
 pub mod token;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +44,10 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for librdkafka to drain. Requests already waited for their own acks,
 /// so this only matters for deliveries abandoned by clients that disconnected.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for open requests (each waits at most for its Kafka acknowledgements,
+/// `message_timeout_ms`).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// Runs capture with a Kafka producer until `shutdown` resolves, then drains in-flight requests
 /// and flushes the producer.
@@ -82,15 +85,24 @@ pub async fn serve(
     }
 }
 
-/// Serves `state` on an already bound listener until `shutdown` resolves.
+/// Serves `state` on an already bound listener until `shutdown` resolves, then lets in-flight
+/// requests finish (up to [`SHUTDOWN_GRACE`]).
+///
+/// What a client can hold is bounded (`[capture.limits]`): its headers must arrive within
+/// `header_read_timeout_ms`, which also ends idle keep-alive connections; at most
+/// `max_connections` are open at once (more wait in the kernel's accept queue).
 pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "capture listening");
     }
+    let limits = state.shared.limits.clone();
     let upkeep_state = state.clone();
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
@@ -99,13 +111,60 @@ pub async fn serve_on(
             upkeep_state.housekeeping();
         }
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve);
+    let app = router(state);
+    // HTTP/1.1 only, which is what SDKs speak to capture (HTTP/2 ends at a load balancer):
+    // detecting the version first would wait for a silent client's first bytes with no timeout.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => permit.expect("never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait, do not spin or stop serving.
+                    tracing::warn!(%err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+            .map_request(|req: hyper::Request<hyper::body::Incoming>| {
+                req.map(axum::body::Body::new)
+            });
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
     housekeeping.abort();
-    result
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -148,6 +207,96 @@ mod tests {
             .expect("server stops after shutdown")
             .unwrap()
             .unwrap();
+    }
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves a memory-producer capture with `limits` on a free port; returns its address.
+    async fn serve_with(limits: config::LimitsConfig) -> std::net::SocketAddr {
+        let config = CaptureConfig {
+            limits,
+            ..CaptureConfig::default()
+        };
+        let state = AppState::new(&config, Arc::new(MemoryProducer::new())).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_on(listener, state, std::future::pending()));
+        addr
+    }
+
+    /// Reads until the server closes the connection; returns what it sent and when it closed.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, std::time::Instant) {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            std::time::Instant::now(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_or_a_byte_at_a_time_is_cut_off() {
+        let addr = serve_with(config::LimitsConfig {
+            header_read_timeout_ms: 500,
+            ..Default::default()
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let dribble = tokio::spawn(async move {
+            for b in b"POST /i/v0/e HTTP/1.1\r\nHost: x\r\n" {
+                if trickle.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            until_closed(&mut trickle).await
+        });
+        let (_, silent_closed) = until_closed(&mut silent).await;
+        let (_, trickle_closed) = dribble.await.unwrap();
+        for closed in [silent_closed, trickle_closed] {
+            let held = closed - started;
+            assert!(
+                held < Duration::from_secs(5),
+                "the connection was held {held:?}, the header timeout is 500 ms"
+            );
+        }
+        // An idle keep-alive connection is closed the same way after its last answer.
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /_liveness HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, _) = until_closed(&mut kept).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_wait_until_one_closes() {
+        let addr = serve_with(config::LimitsConfig {
+            max_connections: 2,
+            ..Default::default()
+        })
+        .await;
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        third
+            .write_all(b"GET /_liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+        assert!(
+            early.is_err(),
+            "the third connection is not served while two are open"
+        );
+        drop(first);
+        let (answer, _) = until_closed(&mut third).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "served once a slot is free: {answer}"
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::{CaptureConfig, LimitsConfig, TopicConfig};
 use crate::error::ServeError;
 use crate::limiter::OverflowLimiter;
+use crate::payload::budget::DecodeBudget;
 use crate::producer::EventProducer;
 use crate::routing::{EventRouter, KeyList};
 
@@ -19,6 +20,10 @@ pub struct AppState {
 
 pub(crate) struct Shared {
     pub limits: LimitsConfig,
+    /// What decompressing requests may hold at once, all together.
+    pub decode_budget: Arc<DecodeBudget>,
+    /// Capture requests being handled; one permit each.
+    pub requests: Arc<tokio::sync::Semaphore>,
     pub topics: TopicConfig,
     pub message_max_bytes: usize,
     pub producer: Arc<dyn EventProducer>,
@@ -51,6 +56,10 @@ impl AppState {
         Ok(Self {
             shared: Arc::new(Shared {
                 limits: config.limits.clone(),
+                decode_budget: DecodeBudget::new(config.limits.max_decoding_bytes),
+                requests: Arc::new(tokio::sync::Semaphore::new(
+                    config.limits.max_concurrent_requests,
+                )),
                 topics: config.topics.clone(),
                 message_max_bytes: config.kafka.message_max_bytes,
                 producer,

@@ -146,6 +146,11 @@ impl Capture {
     /// Creates fresh topics named after `prefix`, writes a config for them and starts capture on
     /// a free port; returns once `/_readiness` answers 200.
     pub fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, "")
+    }
+
+    /// [`Capture::start`] with `extra` TOML appended to the configuration.
+    pub fn start_with(prefix: &str, extra: &str) -> Self {
         let brokers = require_kafka();
         let name = unique(prefix);
         let dir = std::env::temp_dir().join(&name);
@@ -175,6 +180,7 @@ main = "{main}"
 overflow = "{overflow}"
 historical = "{historical}"
 dlq = "{dlq}"
+{extra}
 "#,
                 main = topics.main,
                 overflow = topics.overflow,
@@ -244,6 +250,11 @@ dlq = "{dlq}"
     }
 
     /// The capture log so far (the last 8 KB).
+    /// The capture process's id, for reading its memory in `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("capture.log")).unwrap_or_default();
         let start = text.len().saturating_sub(8192);

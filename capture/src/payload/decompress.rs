@@ -59,15 +59,47 @@ pub fn decode_lenient_base64(bytes: &[u8]) -> Result<Vec<u8>, CaptureError> {
     ))
 }
 
+/// A decoder reports its output size through this as it grows; an error stops it.
+pub type Grow<'a> = dyn FnMut(usize) -> Result<(), CaptureError> + 'a;
+
+/// Output is reported to [`Grow`] in steps of at least this many bytes.
+pub const GROW_STEP: usize = 1 << 20;
+
 /// Gunzips at most `cap` bytes: reading stops one byte past the cap, so a gzip bomb costs at
 /// most `cap + 1` bytes of memory before it is refused.
 pub fn gunzip_capped(bytes: &[u8], cap: usize) -> Result<Vec<u8>, CaptureError> {
+    gunzip_within(bytes, cap, &mut |_| Ok(()))
+}
+
+/// [`gunzip_capped`], reporting the memory of its output to `grow` before it is taken.
+pub fn gunzip_within(
+    bytes: &[u8],
+    cap: usize,
+    grow: &mut Grow<'_>,
+) -> Result<Vec<u8>, CaptureError> {
     let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(cap));
-    GzDecoder::new(bytes)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| CaptureError::RequestDecoding(format!("invalid gzip payload: {e}")))?;
+    let mut reader = GzDecoder::new(bytes).take(limit);
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader
+            .read(&mut chunk)
+            .map_err(|e| CaptureError::RequestDecoding(format!("invalid gzip payload: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        // The buffer's capacity is what it costs, so that is what is reported, before growing.
+        if out.len() + n > out.capacity() {
+            // Doubling, but never past what the cap lets through (`take` stops at cap + 1).
+            let capacity = (out.capacity() * 2)
+                .max(GROW_STEP)
+                .min(cap.saturating_add(1))
+                .max(out.len() + n);
+            grow(capacity)?;
+            out.reserve_exact(capacity - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
     if out.len() > cap {
         return Err(too_big(cap));
     }

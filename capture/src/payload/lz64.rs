@@ -7,7 +7,7 @@
 //! the output is checked against the cap before every write. Tests check it against `lz-str`.
 
 use crate::error::CaptureError;
-use crate::payload::decompress::too_big;
+use crate::payload::decompress::{GROW_STEP, Grow, too_big};
 
 /// lz-string's base64 alphabet; `=` is only ever trailing padding and reads as zero bits.
 fn sextet(byte: u8) -> Option<u8> {
@@ -81,6 +81,10 @@ impl Dictionary {
         self.nodes[index].first
     }
 
+    fn entry_len(&self, index: usize) -> usize {
+        self.nodes[index].len
+    }
+
     fn emit(&self, index: usize, out: &mut Vec<u16>, cap: usize) -> Result<(), CaptureError> {
         let len = self.nodes[index].len;
         let start = out.len();
@@ -149,6 +153,16 @@ fn invalid(msg: &str) -> CaptureError {
 /// Decompresses lz-string base64 text into UTF-8, refusing output above `cap` bytes as soon as
 /// it would be exceeded. Unpaired UTF-16 surrogates become U+FFFD rather than failing the batch.
 pub fn decompress_from_base64(input: &str, cap: usize) -> Result<String, CaptureError> {
+    decompress_within(input, cap, &mut |_| Ok(()))
+}
+
+/// [`decompress_from_base64`], reporting the output (two bytes per UTF-16 unit) to `grow` as it
+/// grows, in [`GROW_STEP`]s.
+pub fn decompress_within(
+    input: &str,
+    cap: usize,
+    grow: &mut Grow<'_>,
+) -> Result<String, CaptureError> {
     let values = input
         .trim_ascii()
         .bytes()
@@ -158,7 +172,7 @@ pub fn decompress_from_base64(input: &str, cap: usize) -> Result<String, Capture
     if values.is_empty() {
         return Err(invalid("empty lz64 payload"));
     }
-    let units = decode_units(BitReader::new(values), cap)?;
+    let units = decode_units(BitReader::new(values), cap, grow)?;
     let text = String::from_utf16_lossy(&units);
     if text.len() > cap {
         return Err(too_big(cap));
@@ -166,7 +180,12 @@ pub fn decompress_from_base64(input: &str, cap: usize) -> Result<String, Capture
     Ok(text)
 }
 
-fn decode_units(mut bits: BitReader, cap: usize) -> Result<Vec<u16>, CaptureError> {
+fn decode_units(
+    mut bits: BitReader,
+    cap: usize,
+    grow: &mut Grow<'_>,
+) -> Result<Vec<u16>, CaptureError> {
+    let mut reported = 0;
     let mut dict = Dictionary::new();
     let mut out: Vec<u16> = Vec::new();
     let first = match bits.read(2)? {
@@ -204,6 +223,16 @@ fn decode_units(mut bits: BitReader, cap: usize) -> Result<Vec<u16>, CaptureErro
         } else {
             return Err(invalid("invalid lz64 code"));
         };
+        let next_len = out.len().saturating_add(dict.entry_len(entry)).min(cap);
+        if next_len > out.capacity() {
+            // Doubling, but never past the cap; each UTF-16 unit is two bytes.
+            let capacity = (out.capacity() * 2).max(GROW_STEP).min(cap).max(next_len);
+            if capacity * 2 > reported {
+                reported = capacity * 2;
+                grow(reported)?;
+            }
+            out.reserve_exact(capacity - out.len());
+        }
         dict.emit(entry, &mut out, cap)?;
         if !already_added {
             dict.push_extension(w, dict.first(entry));

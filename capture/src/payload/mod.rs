@@ -2,6 +2,7 @@
 //!
 //! The order follows PostHog's capture (`posthog-compat.md` §1, "Decoding steps").
 
+pub mod budget;
 pub mod decompress;
 pub mod lz64;
 pub mod shapes;
@@ -10,7 +11,8 @@ use std::borrow::Cow;
 
 use crate::error::CaptureError;
 use decompress::{
-    decode_lenient_base64, decode_strict_base64, gunzip_capped, is_gzip, looks_like_base64, too_big,
+    Grow, decode_lenient_base64, decode_strict_base64, gunzip_within, is_gzip, looks_like_base64,
+    too_big,
 };
 
 /// The compression a client declared. Unknown values count as no hint.
@@ -92,12 +94,25 @@ pub struct DecodeOptions<'a> {
 /// hogstream deviations: a body starting with `data=` is read as a form whatever its
 /// Content-Type (sendBeacon and some proxies lose the header); the strict-base64 sniff skips
 /// declared lz64, whose text is base64-shaped but is not plain base64.
+/// The decompressed output is reported to `grow` as it grows (see [`budget`]).
 pub fn decode_payload(
     body: &[u8],
     query: &CaptureQuery,
     opts: DecodeOptions<'_>,
+    grow: &mut Grow<'_>,
 ) -> Result<String, CaptureError> {
     let cap = opts.max_decompressed_bytes;
+    // The header is a protocol statement, unlike the `compression` hints (which PostHog reads
+    // leniently): an encoding we cannot undo must not be taken for plain text.
+    if let Some(encoding) = opts
+        .content_encoding
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        && !encoding.eq_ignore_ascii_case("identity")
+        && Compression::parse(encoding).is_none()
+    {
+        return Err(CaptureError::UnsupportedEncoding(encoding.to_owned()));
+    }
     let query_data = query.data.as_deref().filter(|d| !d.is_empty());
     let (source, from_query): (Cow<'_, [u8]>, bool) = match query_data {
         Some(data) => (Cow::Owned(plus_from_spaces(data).into_bytes()), true),
@@ -130,17 +145,19 @@ pub fn decode_payload(
 
     let payload: Cow<'_, [u8]> = match hint {
         Some(Compression::Gzip | Compression::LzString) => payload,
-        _ if !is_form && looks_like_base64(&payload) => Cow::Owned(decode_strict_base64(&payload)?),
+        _ if !is_form && looks_like_base64(&payload) && !is_json_scalar(&payload) => {
+            Cow::Owned(decode_strict_base64(&payload)?)
+        }
         Some(Compression::Base64) => Cow::Owned(decode_lenient_base64(&payload)?),
         None => payload,
     };
 
     let text = if hint == Some(Compression::Gzip) || is_gzip(&payload) {
-        utf8(gunzip_capped(&payload, cap)?)?
+        utf8(gunzip_within(&payload, cap, grow)?)?
     } else if hint == Some(Compression::LzString) {
         let packed = std::str::from_utf8(&payload)
             .map_err(|_| CaptureError::RequestDecoding("lz64 payload is not text".into()))?;
-        lz64::decompress_from_base64(packed, cap)?
+        lz64::decompress_within(packed, cap, grow)?
     } else {
         if payload.len() > cap {
             return Err(too_big(cap));
@@ -148,10 +165,17 @@ pub fn decode_payload(
         utf8(payload.into_owned())?
     };
 
-    if opts.legacy_path && looks_like_base64(text.as_bytes()) {
+    if opts.legacy_path && looks_like_base64(text.as_bytes()) && !is_json_scalar(text.as_bytes()) {
         return utf8(decode_strict_base64(text.as_bytes())?);
     }
     Ok(text)
+}
+
+/// `null`, `true`, `false` and bare numbers are strict base64 too (four letters or digits), but
+/// decode to garbage: they are JSON, and answered as a body of the wrong shape.
+fn is_json_scalar(bytes: &[u8]) -> bool {
+    matches!(bytes.trim_ascii(), b"null" | b"true" | b"false")
+        || bytes.trim_ascii().iter().all(u8::is_ascii_digit)
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String, CaptureError> {
@@ -206,6 +230,16 @@ impl Form {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`decode_payload`] without a shared budget.
+    fn decode(
+        body: &[u8],
+        query: &CaptureQuery,
+        opts: DecodeOptions<'_>,
+    ) -> Result<String, CaptureError> {
+        decode_payload(body, query, opts, &mut |_| Ok(()))
+    }
+
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use decompress::gzip;
@@ -264,21 +298,21 @@ mod tests {
     #[test]
     fn plain_json_body() {
         assert_eq!(
-            decode_payload(JSON.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
+            decode(JSON.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
             JSON
         );
     }
 
     #[test]
     fn empty_payload_is_400() {
-        let err = decode_payload(b"", &CaptureQuery::default(), opts()).unwrap_err();
+        let err = decode(b"", &CaptureQuery::default(), opts()).unwrap_err();
         assert_eq!(err, CaptureError::EmptyPayload);
         assert_eq!(
-            decode_payload(b"  \n", &query("data="), opts()),
+            decode(b"  \n", &query("data="), opts()),
             Err(CaptureError::EmptyPayload)
         );
         assert_eq!(
-            decode_payload(b"ver=1", &CaptureQuery::default(), form_opts()),
+            decode(b"ver=1", &CaptureQuery::default(), form_opts()),
             Err(CaptureError::EmptyPayload)
         );
     }
@@ -287,7 +321,7 @@ mod tests {
     fn gzip_by_hint_from_query_header_and_form() {
         let packed = gzip(JSON.as_bytes());
         assert_eq!(
-            decode_payload(&packed, &query("compression=gzip-js"), opts()).unwrap(),
+            decode(&packed, &query("compression=gzip-js"), opts()).unwrap(),
             JSON
         );
         let header = DecodeOptions {
@@ -295,14 +329,14 @@ mod tests {
             ..opts()
         };
         assert_eq!(
-            decode_payload(&packed, &CaptureQuery::default(), header).unwrap(),
+            decode(&packed, &CaptureQuery::default(), header).unwrap(),
             JSON
         );
     }
 
     #[test]
     fn gzip_hint_on_non_gzip_is_a_decoding_error() {
-        let err = decode_payload(JSON.as_bytes(), &query("compression=gzip"), opts()).unwrap_err();
+        let err = decode(JSON.as_bytes(), &query("compression=gzip"), opts()).unwrap_err();
         assert!(matches!(err, CaptureError::RequestDecoding(_)));
     }
 
@@ -310,12 +344,12 @@ mod tests {
     fn gzip_by_magic_bytes_without_hint() {
         let packed = gzip(JSON.as_bytes());
         assert_eq!(
-            decode_payload(&packed, &CaptureQuery::default(), opts()).unwrap(),
+            decode(&packed, &CaptureQuery::default(), opts()).unwrap(),
             JSON
         );
         // An unsupported hint is ignored, so the magic still decides.
         assert_eq!(
-            decode_payload(&packed, &query("compression=zstd"), opts()).unwrap(),
+            decode(&packed, &query("compression=zstd"), opts()).unwrap(),
             JSON
         );
     }
@@ -323,7 +357,7 @@ mod tests {
     #[test]
     fn gzip_bomb_hits_the_decompressed_cap() {
         let bomb = gzip(&vec![b' '; 4 << 20]);
-        let err = decode_payload(&bomb, &CaptureQuery::default(), opts()).unwrap_err();
+        let err = decode(&bomb, &CaptureQuery::default(), opts()).unwrap_err();
         assert!(matches!(err, CaptureError::EventTooBig(_)));
         assert_eq!(err.status().as_u16(), 413);
     }
@@ -334,7 +368,7 @@ mod tests {
             max_decompressed_bytes: 10,
             ..opts()
         };
-        let err = decode_payload(JSON.as_bytes(), &CaptureQuery::default(), small).unwrap_err();
+        let err = decode(JSON.as_bytes(), &CaptureQuery::default(), small).unwrap_err();
         assert!(matches!(err, CaptureError::EventTooBig(_)));
     }
 
@@ -343,7 +377,7 @@ mod tests {
         let packed = lz_str::compress_to_base64(JSON);
         let body = format!("data={}&compression=lz64&ver=1.0", urlencode(&packed));
         assert_eq!(
-            decode_payload(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap(),
+            decode(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap(),
             JSON
         );
     }
@@ -351,7 +385,7 @@ mod tests {
     #[test]
     fn lz64_raw_body_with_query_hint() {
         let packed = lz_str::compress_to_base64(JSON);
-        let got = decode_payload(packed.as_bytes(), &query("compression=lz64"), opts()).unwrap();
+        let got = decode(packed.as_bytes(), &query("compression=lz64"), opts()).unwrap();
         assert_eq!(got, JSON);
     }
 
@@ -363,7 +397,7 @@ mod tests {
             max_decompressed_bytes: 100_000,
             ..form_opts()
         };
-        let err = decode_payload(body.as_bytes(), &CaptureQuery::default(), small).unwrap_err();
+        let err = decode(body.as_bytes(), &CaptureQuery::default(), small).unwrap_err();
         assert!(matches!(err, CaptureError::EventTooBig(_)));
     }
 
@@ -371,7 +405,7 @@ mod tests {
     fn raw_base64_body_is_detected() {
         let b64 = STANDARD.encode(JSON);
         assert_eq!(
-            decode_payload(b64.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
+            decode(b64.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
             JSON
         );
     }
@@ -380,7 +414,7 @@ mod tests {
     fn base64_wrapped_gzip_is_detected() {
         let b64 = STANDARD.encode(gzip(JSON.as_bytes()));
         assert_eq!(
-            decode_payload(b64.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
+            decode(b64.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
             JSON
         );
     }
@@ -390,7 +424,7 @@ mod tests {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(JSON);
         let body = format!("data={}&compression=base64", urlencode(&b64));
         assert_eq!(
-            decode_payload(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap(),
+            decode(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap(),
             JSON
         );
     }
@@ -408,13 +442,13 @@ mod tests {
             ..form_opts()
         };
         assert_eq!(
-            decode_payload(body.as_bytes(), &CaptureQuery::default(), legacy).unwrap(),
+            decode(body.as_bytes(), &CaptureQuery::default(), legacy).unwrap(),
             json
         );
         // Form data that is not base64 keeps its spaces.
         let body = format!("data={}", urlencode(JSON));
         assert_eq!(
-            decode_payload(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap(),
+            decode(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap(),
             JSON
         );
     }
@@ -423,7 +457,7 @@ mod tests {
     fn form_is_recognised_without_content_type() {
         let body = format!("data={}", urlencode(JSON));
         assert_eq!(
-            decode_payload(body.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
+            decode(body.as_bytes(), &CaptureQuery::default(), opts()).unwrap(),
             JSON
         );
     }
@@ -436,11 +470,10 @@ mod tests {
             ..form_opts()
         };
         assert_eq!(
-            decode_payload(body.as_bytes(), &CaptureQuery::default(), legacy).unwrap(),
+            decode(body.as_bytes(), &CaptureQuery::default(), legacy).unwrap(),
             JSON
         );
-        let modern =
-            decode_payload(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap();
+        let modern = decode(body.as_bytes(), &CaptureQuery::default(), form_opts()).unwrap();
         assert_eq!(modern, STANDARD.encode(JSON));
     }
 
@@ -450,9 +483,9 @@ mod tests {
             data: Some(STANDARD.encode(JSON).replace('+', " ")),
             ..CaptureQuery::default()
         };
-        assert_eq!(decode_payload(b"ignored", &q, opts()).unwrap(), JSON);
+        assert_eq!(decode(b"ignored", &q, opts()).unwrap(), JSON);
         let q = query(&format!("data={}", urlencode(JSON)));
-        assert_eq!(decode_payload(b"", &q, opts()).unwrap(), JSON);
+        assert_eq!(decode(b"", &q, opts()).unwrap(), JSON);
     }
 
     #[test]
@@ -463,17 +496,16 @@ mod tests {
             ..opts()
         };
         assert_eq!(
-            decode_payload(twice.as_bytes(), &CaptureQuery::default(), legacy).unwrap(),
+            decode(twice.as_bytes(), &CaptureQuery::default(), legacy).unwrap(),
             JSON
         );
-        let modern = decode_payload(twice.as_bytes(), &CaptureQuery::default(), opts()).unwrap();
+        let modern = decode(twice.as_bytes(), &CaptureQuery::default(), opts()).unwrap();
         assert_eq!(modern, STANDARD.encode(JSON));
     }
 
     #[test]
     fn invalid_utf8_is_a_decoding_error() {
-        let err =
-            decode_payload(b"{\"event\":\"\xff\"}", &CaptureQuery::default(), opts()).unwrap_err();
+        let err = decode(b"{\"event\":\"\xff\"}", &CaptureQuery::default(), opts()).unwrap_err();
         assert!(matches!(err, CaptureError::RequestDecoding(_)));
         assert_eq!(err.status().as_u16(), 400);
     }

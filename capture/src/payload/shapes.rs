@@ -49,28 +49,57 @@ pub fn parse_body(text: &str, allow_engage: bool) -> Result<ParsedRequest, Captu
             })
         }
         Some(b'{') => parse_object(text, allow_engage),
-        _ => Err(CaptureError::RequestParsing(
-            "expected an event, an array of events or a batch object".into(),
-        )),
+        _ => Err(CaptureError::RequestParsing(format!(
+            "expected an event, an array of events or a batch object, got {}",
+            describe_json(text)
+        ))),
+    }
+}
+
+/// What a body that is not an object or array is, in words, for the error.
+fn describe_json(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Null) => "null".into(),
+        Ok(Value::Bool(b)) => format!("the boolean {b}"),
+        Ok(Value::Number(n)) => format!("the number {n}"),
+        Ok(Value::String(_)) => "a JSON string".into(),
+        Ok(_) => "another JSON value".into(),
+        Err(_) => "text that is not JSON".into(),
+    }
+}
+
+fn batch_request(body: BatchBody) -> ParsedRequest {
+    ParsedRequest {
+        events: body.batch,
+        token: body.token,
+        historical_migration: body.historical_migration.unwrap_or(false),
+        sent_at: body
+            .sent_at
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(parse_sent_at),
     }
 }
 
 fn parse_object(text: &str, allow_engage: bool) -> Result<ParsedRequest, CaptureError> {
     // Cheap pre-check: only bodies that mention `batch` can be batches, which spares single
     // events a failed parse.
-    if text.contains("\"batch\"")
-        && let Ok(body) = serde_json::from_str::<BatchBody>(text)
-    {
-        return Ok(ParsedRequest {
-            events: body.batch,
-            token: body.token,
-            historical_migration: body.historical_migration.unwrap_or(false),
-            sent_at: body
-                .sent_at
-                .as_ref()
-                .and_then(Value::as_str)
-                .and_then(parse_sent_at),
-        });
+    if text.contains("\"batch\"") {
+        match serde_json::from_str::<BatchBody>(text) {
+            Ok(body) => return Ok(batch_request(body)),
+            Err(_) => {
+                // A body whose `batch` is there but not a list, and that is no event either, is
+                // a batch gone wrong, not an event without a name: say so.
+                if let Ok(object) = serde_json::from_str::<Map<String, Value>>(text)
+                    && !object.contains_key("event")
+                    && object.get("batch").is_some_and(|b| !b.is_array())
+                {
+                    return Err(CaptureError::RequestParsing(
+                        "`batch` must be an array of events".into(),
+                    ));
+                }
+            }
+        }
     }
     let single_err = match serde_json::from_str::<RawEvent>(text) {
         Ok(event) => {

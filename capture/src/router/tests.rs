@@ -726,3 +726,153 @@ async fn large_bodies_decode_on_the_blocking_pool() {
     call(&app, post("/batch", body)).await.assert_ok();
     assert_eq!(producer.records().len(), 4000);
 }
+
+/// The inputs a hostile or broken client sends, each with its own clear 4xx (or a 503 it may
+/// retry), and nothing stored.
+#[tokio::test]
+async fn hostile_inputs_get_clear_answers_and_store_nothing() {
+    let (app, producer) = app();
+    let one = serde_json::to_vec(&event("e", "d")).unwrap();
+
+    let head = Request::builder()
+        .method(Method::HEAD)
+        .uri("/e/")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(one.clone()))
+        .unwrap();
+    let answer = call(&app, head).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    let put = Request::builder()
+        .method(Method::PUT)
+        .uri("/batch")
+        .body(Body::from(one.clone()))
+        .unwrap();
+    call(&app, put)
+        .await
+        .assert_error(405, "method_not_allowed");
+
+    for (body, words) in [
+        ("null", "got null"),
+        ("true", "the boolean true"),
+        ("1234", "the number 1234"),
+        ("\"text\"", "a JSON string"),
+    ] {
+        let answer = call(&app, post("/e/", body)).await;
+        answer.assert_error(400, "request_parsing_error");
+        let message = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.contains(words), "{body}: {message}");
+    }
+
+    let deflated = {
+        use std::io::Write;
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&one).unwrap();
+        e.finish().unwrap()
+    };
+    for encoding in ["deflate", "br", "zstd"] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/e/")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_ENCODING, encoding)
+            .body(Body::from(deflated.clone()))
+            .unwrap();
+        let answer = call(&app, req).await;
+        answer.assert_error(415, "unsupported_encoding");
+        assert!(
+            answer.json()["error"].as_str().unwrap().contains(encoding),
+            "{encoding}"
+        );
+    }
+
+    let batch_object = json!({"api_key": TOKEN, "batch": event("e", "d")});
+    let answer = call(&app, post_json("/batch", batch_object)).await;
+    answer.assert_error(400, "request_parsing_error");
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("`batch` must be an array"),
+        "{:?}",
+        answer.json()
+    );
+    assert!(producer.records().is_empty(), "nothing was stored");
+
+    // The same event, sent plainly and with `Content-Encoding: identity`, is stored.
+    let identity = Request::builder()
+        .method(Method::POST)
+        .uri("/e/")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_ENCODING, "identity")
+        .body(Body::from(one))
+        .unwrap();
+    call(&app, identity).await.assert_ok();
+    assert_eq!(producer.records().len(), 1);
+}
+
+#[tokio::test]
+async fn bodies_that_would_pass_the_shared_decoding_budget_get_503() {
+    let producer = Arc::new(MemoryProducer::new());
+    let mut config = CaptureConfig::default();
+    config.limits.max_decompressed_bytes = 8 << 20;
+    config.limits.max_decoding_bytes = 16 << 20;
+    let state = AppState::new(&config, producer.clone()).unwrap();
+    let app = router(state.clone());
+    // Another request holds most of the budget right now.
+    let mut held = state.shared.decode_budget.reserve();
+    held.grow_to(15 << 20).unwrap();
+    let big: Vec<Value> = (0..4000)
+        .map(|i| event("e", &format!("user-{i}-{}", "x".repeat(500))))
+        .collect();
+    let packed = gzip(&serde_json::to_vec(&json!({"api_key": TOKEN, "batch": big})).unwrap());
+    let request = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/batch")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .body(Body::from(packed.clone()))
+            .unwrap()
+    };
+    call(&app, request())
+        .await
+        .assert_error(503, "decoding_capacity");
+    assert!(producer.records().is_empty());
+    drop(held);
+    call(&app, request()).await.assert_ok();
+    assert_eq!(producer.records().len(), 4000);
+    assert_eq!(
+        state.shared.decode_budget.in_use(),
+        0,
+        "every reservation returned"
+    );
+}
+
+#[tokio::test]
+async fn past_the_concurrency_limit_requests_get_503_and_health_still_answers() {
+    let producer = Arc::new(MemoryProducer::new());
+    let mut config = CaptureConfig::default();
+    config.limits.max_concurrent_requests = 2;
+    let state = AppState::new(&config, producer.clone()).unwrap();
+    let app = router(state.clone());
+    let busy = state
+        .shared
+        .requests
+        .clone()
+        .acquire_many_owned(2)
+        .await
+        .unwrap();
+    call(&app, post_json("/e/", event("e", "d")))
+        .await
+        .assert_error(503, "overloaded");
+    let live = call(
+        &app,
+        Request::get("/_liveness").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(live.status, StatusCode::OK, "health checks are not counted");
+    drop(busy);
+    call(&app, post_json("/e/", event("e", "d")))
+        .await
+        .assert_ok();
+}
