@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Validates the container files without a Docker engine:
 #   1. installs Debian's docker-compose (1.29) when it is missing (apt-get; root or sudo);
-#   2. `docker-compose config` on docker/docker-compose.yml and docker/docker-compose.scaled.yml,
-#      and that both run the Apache Kafka version the local scripts install;
+#   2. `docker-compose config` on docker/docker-compose.yml, docker-compose.scaled.yml and
+#      docker-compose.secure.yml, and that all run the Apache Kafka version the local scripts install;
 #   3. `hogstream config check` on docker/hogstream.docker.toml, alone and with the environment
 #      overrides the compose files set, when a hogstream binary is built (HOGSTREAM_BIN, default
 #      target/debug/hogstream; skipped with a note otherwise, never built here);
@@ -36,7 +36,7 @@ fi
 log "$(docker-compose version --short 2>/dev/null || docker-compose version | head -n1)"
 
 # 2. compose files
-for file in docker/docker-compose.yml docker/docker-compose.scaled.yml; do
+for file in docker/docker-compose.yml docker/docker-compose.scaled.yml docker/docker-compose.secure.yml; do
   [ -f "$file" ] || die "$file is missing"
   if ! out="$(docker-compose -f "$file" config 2>&1 >/dev/null)"; then
     printf '%s\n' "$out" >&2
@@ -50,7 +50,7 @@ done
 
 # 2b. one Kafka version: the compose files run the broker the local scripts install
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
-for file in docker/docker-compose.yml docker/docker-compose.scaled.yml; do
+for file in docker/docker-compose.yml docker/docker-compose.scaled.yml docker/docker-compose.secure.yml; do
   image="$(sed -n 's/^ *image: *\(apache\/kafka:.*\)$/\1/p' "$file")"
   [ "$image" = "apache/kafka:$kafka_version" ] \
     || die "$file runs '$image', the local broker is Apache Kafka $kafka_version (scripts/kafka/pom.xml): keep them equal"
@@ -80,6 +80,22 @@ if [ -x "$bin" ]; then
     HOGSTREAM_KAFKA_BROKERS=kafka:9092 HOGSTREAM_CLICKHOUSE_URL=http://clickhouse:8123 \
     HOGSTREAM_DATA_DIR=/var/lib/hogstream HOGSTREAM_CAPTURE_ADDRESS=0.0.0.0:8010 \
     HOGSTREAM_ENGINE_WORKERS=2
+  # The secured example's configuration, with its /tls files made here by the same script
+  # the compose file runs (scripts/tls.py).
+  python="${HOGSTREAM_VENV:-$ROOT/.local/venv}/bin/python"
+  if "$python" -c 'import cryptography' 2>/dev/null; then
+    tls="$(mktemp -d)"
+    trap 'rm -rf "$tls"' EXIT
+    "$python" scripts/tls.py "$tls/hogstream" kafka clickhouse
+    sed "s|/tls/hogstream/|$tls/hogstream/|g" docker/secure/hogstream.secure.toml >"$tls/secure.toml"
+    if ! out="$(env "${unset_env[@]}" "$bin" --config "$tls/secure.toml" config check 2>&1 >/dev/null)"; then
+      printf '%s\n' "$out" >&2
+      die "hogstream config check failed for docker/secure/hogstream.secure.toml"
+    fi
+    log "ok: docker/secure/hogstream.secure.toml (with certificates made by scripts/tls.py)"
+  else
+    log "skipped: docker/secure/hogstream.secure.toml (no Python with cryptography: run scripts/install.sh)"
+  fi
 else
   log "skipped: hogstream config check ($bin is not built; run 'cargo build --bin hogstream')"
 fi

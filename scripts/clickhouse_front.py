@@ -10,18 +10,24 @@ protocol that clients use, so the official `clickhouse` Rust crate (and curl) ru
 * `INSERT ... FORMAT X` with the data in the body (also chunked), plain or in ClickHouse's
   compressed-block framing with `decompress=1` (LZ4, ZSTD, none; CityHash128 checksums verified);
 * `default_format`, `database`, any query setting as a URL parameter, `param_*` parameters;
-* errors as HTTP 500 with `X-ClickHouse-Exception-Code` and ClickHouse's own message text.
+* errors as HTTP 500 with `X-ClickHouse-Exception-Code` and ClickHouse's own message text;
+* users as ClickHouse's headers (`X-ClickHouse-User`/`-Key`) or basic auth: `default` without a
+  password, `hogstream` with the password of --password-file (516 AUTHENTICATION_FAILED
+  otherwise); and, with --https-port, an HTTPS port that admits only `hogstream`.
 
 One chDB connection serves one query at a time, so queries are serialized. Data lives in the
 directory given with --data and survives restarts.
 """
 
 import argparse
+import base64
 import email.parser
 import email.policy
+import hmac
 import os
 import re
 import signal
+import ssl
 import struct
 import sys
 import tempfile
@@ -54,6 +60,7 @@ CHECKSUM_DOESNT_MATCH = 40
 UNKNOWN_COMPRESSION_METHOD = 89
 CANNOT_DECOMPRESS = 271
 SYNTAX_ERROR = 62
+AUTHENTICATION_FAILED = 516
 
 
 class FrontError(Exception):
@@ -155,6 +162,8 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hogstream-clickhouse-front"
     engine = None  # set in main()
+    password = None  # of the user `hogstream`; set in main()
+    require_password = False  # the HTTPS port admits only `hogstream`
 
     def log_message(self, fmt, *args):  # quiet by default; errors are logged explicitly
         if os.environ.get("CLICKHOUSE_FRONT_VERBOSE"):
@@ -210,14 +219,40 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- requests -------------------------------------------------------------------------
 
+    def authenticated(self):
+        """ClickHouse's users, as this front knows them: `default` without a password, and
+        `hogstream` with the password of --password-file. Credentials come in ClickHouse's
+        headers or as HTTP basic auth; the HTTPS port (--require-password) admits only
+        `hogstream`."""
+        user = self.headers.get("X-ClickHouse-User")
+        key = self.headers.get("X-ClickHouse-Key", "")
+        auth = self.headers.get("Authorization", "")
+        if user is None and auth.lower().startswith("basic "):
+            try:
+                user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user = "?"
+        user = user or "default"
+        if user == "hogstream" and self.password is not None and hmac.compare_digest(key, self.password):
+            return True
+        if user == "default" and key == "" and not self.require_password:
+            return True
+        self.reply_error(FrontError(
+            AUTHENTICATION_FAILED,
+            f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
+        ))
+        return False
+
     def do_GET(self):
         path, _, qs = self.path.partition("?")
         if path in ("/ping", "/") and "query=" not in qs:
             return self.reply(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
-        self.handle_query()
+        if self.authenticated():
+            self.handle_query()
 
     def do_POST(self):
-        self.handle_query()
+        if self.authenticated():
+            self.handle_query()
 
     def handle_query(self):
         started = time.monotonic()
@@ -295,6 +330,24 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the client went away
 
 
+class TlsServer(ThreadingHTTPServer):
+    """The HTTPS port: TLS is set up per connection, in its thread, so a client that never
+    finishes its handshake holds only its own thread."""
+
+    request_queue_size = 256
+    daemon_threads = True
+    context = None  # set in main()
+
+    def finish_request(self, request, client_address):
+        try:
+            request.settimeout(10)
+            tls = self.context.wrap_socket(request, server_side=True)
+            tls.settimeout(None)
+        except (ssl.SSLError, OSError):
+            return  # a plaintext client, a refused certificate: the client sees its own error
+        self.RequestHandlerClass(tls, client_address, self)
+
+
 class Server(ThreadingHTTPServer):
     # socketserver's default accept backlog is 5: several pipelines, their engines' parallel
     # flushes and readiness probes connect at once, and connections past the backlog were reset.
@@ -307,10 +360,25 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--data", required=True, help="directory that holds the tables")
+    ap.add_argument("--https-port", type=int, help="also serve HTTPS here (needs --cert/--key)")
+    ap.add_argument("--cert", help="PEM certificate chain of the HTTPS port")
+    ap.add_argument("--key", help="PEM private key of the HTTPS port")
+    ap.add_argument("--password-file", help="password of the user `hogstream`")
     opts = ap.parse_args()
 
     Handler.engine = Engine(opts.data)
+    Handler.require_password = False
+    if opts.password_file:
+        with open(opts.password_file) as f:
+            Handler.password = f.read().rstrip("\r\n")
     server = Server((opts.host, opts.port), Handler)
+    if opts.https_port:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(opts.cert, opts.key)
+        TlsServer.context = context
+        secure_handler = type("SecureHandler", (Handler,), {"require_password": True})
+        secure = TlsServer((opts.host, opts.https_port), secure_handler)
+        threading.Thread(target=secure.serve_forever, daemon=True).start()
 
     def stop(*_):
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -10,7 +10,11 @@ HOGSTREAM_DATA="${HOGSTREAM_DATA:-$HOGSTREAM_ROOT/.local/data}"
 HOGSTREAM_KAFKA_PORT="${HOGSTREAM_KAFKA_PORT:-9092}"
 # The KRaft controller's listener of the local broker (broker and controller are one process).
 HOGSTREAM_KAFKA_CONTROLLER_PORT="${HOGSTREAM_KAFKA_CONTROLLER_PORT:-9093}"
+# The local broker's TLS + SASL listener (SCRAM-SHA-512 or PLAIN, user `hogstream`).
+HOGSTREAM_KAFKA_TLS_PORT="${HOGSTREAM_KAFKA_TLS_PORT:-9094}"
 HOGSTREAM_CLICKHOUSE_PORT="${HOGSTREAM_CLICKHOUSE_PORT:-8123}"
+# The ClickHouse front's HTTPS port, where the user `hogstream` must give its password.
+HOGSTREAM_CLICKHOUSE_HTTPS_PORT="${HOGSTREAM_CLICKHOUSE_HTTPS_PORT:-8443}"
 HOGSTREAM_CAPTURE_PORT="${HOGSTREAM_CAPTURE_PORT:-8010}"
 
 # The pinned Apache Kafka version lives in one place, the pom that install.sh resolves.
@@ -19,6 +23,8 @@ KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAF
 KAFKA_HOME="$HOGSTREAM_PREFIX/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 RUN_DIR="$HOGSTREAM_DATA/run"
+# Certificates and passwords of the local secured listeners (scripts/tls.py), never committed.
+TLS_DIR="$HOGSTREAM_DATA/tls"
 LOG_DIR="$HOGSTREAM_DATA/logs"
 
 export HOGSTREAM_KAFKA_BROKERS="${HOGSTREAM_KAFKA_BROKERS:-127.0.0.1:$HOGSTREAM_KAFKA_PORT}"

@@ -50,11 +50,12 @@ if [ "$(cat "$KAFKA_HOME/pom.sha256" 2>/dev/null)" != "$pom_sum" ]; then
   echo "$pom_sum" >"$KAFKA_HOME/pom.sha256"
 fi
 
-if ! "$HOGSTREAM_VENV/bin/python" -c 'import chdb, lz4, zstandard, clickhouse_cityhash' 2>/dev/null; then
+# chDB for the ClickHouse front; cryptography makes the local TLS certificates (scripts/tls.py).
+if ! "$HOGSTREAM_VENV/bin/python" -c 'import chdb, lz4, zstandard, clickhouse_cityhash, cryptography' 2>/dev/null; then
   log "creating the chDB virtualenv in $HOGSTREAM_VENV"
   python3 -m venv "$HOGSTREAM_VENV"
   "$HOGSTREAM_VENV/bin/pip" install --quiet --disable-pip-version-check \
-    'chdb-core>=26.9' lz4 zstandard clickhouse-cityhash
+    'chdb-core>=26.9' lz4 zstandard clickhouse-cityhash cryptography
 fi
 log "installed: Apache Kafka $KAFKA_VERSION (Java $(java_major)), chDB $("$HOGSTREAM_VENV/bin/python" -c 'import chdb; print(chdb.engine_version)')"
 

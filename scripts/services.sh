@@ -58,26 +58,55 @@ kafka_ready() { python3 "$HOGSTREAM_ROOT/scripts/kafka/ready.py" "127.0.0.1:$HOG
 
 # Writes the broker's configuration and formats its storage the first time (KRaft needs a cluster
 # id and a formatted metadata log before the first start; later starts reuse both).
+# Certificates and passwords of the secured listeners, made once (scripts/tls.py).
+make_tls() {
+  [ -x "$HOGSTREAM_VENV/bin/python" ] || die "the project virtualenv is missing: run scripts/install.sh"
+  "$HOGSTREAM_VENV/bin/python" "$HOGSTREAM_ROOT/scripts/tls.py" "$TLS_DIR" \
+    || die "could not make the local certificates in $TLS_DIR"
+}
+
 prepare_kafka() {
   local dir="$HOGSTREAM_DATA/kafka" id
   mkdir -p "$dir/data"
+  make_tls
   sed -e "s|@KAFKA_PORT@|$HOGSTREAM_KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$HOGSTREAM_KAFKA_CONTROLLER_PORT|g" \
-      -e "s|@LOG_DIRS@|$dir/data|g" "$HOGSTREAM_ROOT/scripts/kafka/server.properties" >"$dir/server.properties"
+      -e "s|@KAFKA_TLS_PORT@|$HOGSTREAM_KAFKA_TLS_PORT|g" -e "s|@LOG_DIRS@|$dir/data|g" \
+      -e "s|@TLS_DIR@|$TLS_DIR|g" -e "s|@KEYSTORE_PASSWORD@|$(cat "$TLS_DIR/keystore-password")|g" \
+      -e "s|@KAFKA_PASSWORD@|$(cat "$TLS_DIR/kafka-password")|g" \
+      "$HOGSTREAM_ROOT/scripts/kafka/server.properties" >"$dir/server.properties"
+  chmod 600 "$dir/server.properties"
   [ -f "$dir/data/meta.properties" ] && return
   id="$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka.log")" \
     || die "kafka: could not make a cluster id; see $LOG_DIR/kafka.log"
+  # The SCRAM user of the secured listener is part of the first metadata.
   # shellcheck disable=SC2046 # the options are words on purpose
   java $(kafka_jvm_opts) -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
-      --ignore-formatted -t "$id" -c "$dir/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 \
+      --ignore-formatted -t "$id" -c "$dir/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=hogstream,password=$(cat "$TLS_DIR/kafka-password")]" \
+      >>"$LOG_DIR/kafka.log" 2>&1 \
     || { tail_log "$LOG_DIR/kafka.log"; die "kafka: formatting $dir/data failed (log above)"; }
+  touch "$dir/scram-user"
   log "kafka: formatted $dir/data (cluster id $id)"
+}
+
+# Storage formatted before the secured listener existed gets its SCRAM user once, from the
+# running broker (Kafka's own kafka-configs tool).
+add_scram_user() {
+  local dir="$HOGSTREAM_DATA/kafka"
+  [ -f "$dir/scram-user" ] && return
+  java -Xmx256m -Dlog4j2.configurationFile="$HOGSTREAM_ROOT/scripts/kafka/log4j2-tools.properties" \
+      -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.ConfigCommand --bootstrap-server "127.0.0.1:$HOGSTREAM_KAFKA_PORT" \
+      --alter --entity-type users --entity-name hogstream \
+      --add-config "SCRAM-SHA-512=[password=$(cat "$TLS_DIR/kafka-password")]" >>"$LOG_DIR/kafka.log" 2>&1 \
+    || die "kafka: could not create the SCRAM user of the secured listener; see $LOG_DIR/kafka.log"
+  touch "$dir/scram-user"
 }
 
 start_kafka() {
   local pid limit="${HOGSTREAM_KAFKA_START_TIMEOUT:-90}"
   if pid=$(pid_of kafka "kafka.Kafka"); then log "kafka already running (pid $pid)"; return; fi
   [ -f "$KAFKA_HOME/pom.sha256" ] || die "Apache Kafka $KAFKA_VERSION is not installed: run scripts/install.sh"
-  for port in "$HOGSTREAM_KAFKA_PORT" "$HOGSTREAM_KAFKA_CONTROLLER_PORT"; do
+  for port in "$HOGSTREAM_KAFKA_PORT" "$HOGSTREAM_KAFKA_CONTROLLER_PORT" "$HOGSTREAM_KAFKA_TLS_PORT"; do
     port_open "$port" && die "port $port is taken by a process these scripts did not start"
   done
   prepare_kafka
@@ -101,7 +130,8 @@ start_kafka() {
     fi
     sleep 0.2
   done
-  log "kafka (Apache Kafka $KAFKA_VERSION) ready on 127.0.0.1:$HOGSTREAM_KAFKA_PORT, data in $HOGSTREAM_DATA/kafka"
+  add_scram_user
+  log "kafka (Apache Kafka $KAFKA_VERSION) ready on 127.0.0.1:$HOGSTREAM_KAFKA_PORT (TLS + SASL on $HOGSTREAM_KAFKA_TLS_PORT), data in $HOGSTREAM_DATA/kafka"
 }
 
 ch_ping() { curl -fsS "http://127.0.0.1:$HOGSTREAM_CLICKHOUSE_PORT/ping" >/dev/null 2>&1; }
@@ -111,12 +141,16 @@ start_clickhouse() {
   [ -x "$HOGSTREAM_VENV/bin/python" ] || die "chDB is not installed: run scripts/install.sh"
   port_open "$HOGSTREAM_CLICKHOUSE_PORT" && die "port $HOGSTREAM_CLICKHOUSE_PORT is taken by a process these scripts did not start"
   mkdir -p "$HOGSTREAM_DATA/clickhouse"
+  port_open "$HOGSTREAM_CLICKHOUSE_HTTPS_PORT" && die "port $HOGSTREAM_CLICKHOUSE_HTTPS_PORT is taken by a process these scripts did not start"
+  make_tls
   setsid "$HOGSTREAM_VENV/bin/python" "$HOGSTREAM_ROOT/scripts/clickhouse_front.py" \
     --host 127.0.0.1 --port "$HOGSTREAM_CLICKHOUSE_PORT" --data "$HOGSTREAM_DATA/clickhouse" \
+    --https-port "$HOGSTREAM_CLICKHOUSE_HTTPS_PORT" --cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server.key" \
+    --password-file "$TLS_DIR/clickhouse-password" \
     >>"$LOG_DIR/clickhouse.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/clickhouse.pid"
   wait_until clickhouse 60 ch_ping || die "clickhouse front did not answer /ping; see $LOG_DIR/clickhouse.log"
-  log "clickhouse (chDB front) on http://127.0.0.1:$HOGSTREAM_CLICKHOUSE_PORT, data in $HOGSTREAM_DATA/clickhouse"
+  log "clickhouse (chDB front) on http://127.0.0.1:$HOGSTREAM_CLICKHOUSE_PORT and https://127.0.0.1:$HOGSTREAM_CLICKHOUSE_HTTPS_PORT (user hogstream), data in $HOGSTREAM_DATA/clickhouse"
 }
 
 capture_ready() { curl -fsS "http://127.0.0.1:$HOGSTREAM_CAPTURE_PORT/_readiness" >/dev/null 2>&1; }

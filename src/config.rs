@@ -54,6 +54,10 @@ impl Config {
             config.capture.kafka.bootstrap_servers = config.kafka.brokers.clone();
         }
         config.validate()?;
+        // Secrets are read once, here, so a missing one stops start-up with its name.
+        config.kafka.resolve_security()?;
+        config.capture.kafka.client_settings = config.kafka.client_settings.clone();
+        config.clickhouse.resolve_secrets()?;
         Ok(config)
     }
 
@@ -90,6 +94,7 @@ impl Config {
         self.capture
             .validate()
             .map_err(|e| anyhow::anyhow!("[capture] {e}"))?;
+        self.kafka.security.validate()?;
         hogstream_engine::teams::Teams::new(self.teams.clone()).context("[[teams]]")?;
         let team_ids: Vec<i64> = self.teams.iter().map(|t| t.id).collect();
         crate::plugins::registry().check(&self.plugins, &team_ids)?;

@@ -2,6 +2,7 @@
 //! and the operator tools (`replay`, `dlq`) in their own modules.
 
 mod config;
+mod connections;
 mod dlq;
 mod engine_http;
 mod kafka_tools;
@@ -232,6 +233,64 @@ async fn migrate(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// What a command does when a server it needs does not answer at start-up (misconfigured
+/// connections stop every command).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IfAbsent {
+    /// Start anyway: the command waits for the server by itself.
+    Wait,
+    /// Stop: the command cannot do its work without it.
+    Stop,
+}
+
+/// Checks the Kafka connection of `hop` before it starts.
+fn check_kafka(hop: &str, kafka: &hogstream_engine::KafkaConfig, absent: IfAbsent) -> Result<()> {
+    match connections::kafka(hop, kafka)? {
+        connections::Reach::Ready => Ok(()),
+        connections::Reach::Unreachable(detail) if absent == IfAbsent::Wait => {
+            tracing::warn!(
+                hop,
+                brokers = kafka.brokers,
+                detail,
+                "kafka does not answer yet"
+            );
+            Ok(())
+        }
+        connections::Reach::Unreachable(detail) => anyhow::bail!(
+            "kafka ({hop}, {}): no broker answered: {detail}",
+            kafka.brokers
+        ),
+    }
+}
+
+/// Checks the ClickHouse connection of `hop` before it starts.
+async fn check_clickhouse(hop: &str, config: &Config, absent: IfAbsent) -> Result<()> {
+    match connections::clickhouse(hop, &config.clickhouse).await? {
+        connections::Reach::Ready => Ok(()),
+        connections::Reach::Unreachable(detail) if absent == IfAbsent::Wait => {
+            tracing::warn!(
+                hop,
+                url = config.clickhouse.url,
+                detail,
+                "clickhouse does not answer yet"
+            );
+            Ok(())
+        }
+        connections::Reach::Unreachable(detail) => anyhow::bail!(
+            "clickhouse ({hop}, {}): no answer: {detail}",
+            config.clickhouse.url
+        ),
+    }
+}
+
+/// The Kafka settings capture's producer uses, for its check.
+fn capture_kafka(config: &Config) -> hogstream_engine::KafkaConfig {
+    let mut kafka = config.kafka.clone();
+    kafka.brokers = config.capture.kafka.bootstrap_servers.clone();
+    kafka.extra = config.capture.kafka.extra.clone();
+    kafka
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -244,19 +303,38 @@ async fn main() -> Result<()> {
             command: ConfigCommand::Check,
         } => {
             println!("{config:#?}");
+            println!(
+                "kafka: {} at {}",
+                config.kafka.security, config.kafka.brokers
+            );
+            println!("{}", config.clickhouse.describe());
             println!("configuration is valid");
         }
-        Command::Migrate => migrate(&config).await?,
-        Command::Replay(args) => replay::run(&config, args).await?,
-        Command::Dlq { command } => dlq::run(&config, command).await?,
+        Command::Migrate => {
+            check_kafka("migrate", &config.kafka, IfAbsent::Stop)?;
+            check_clickhouse("migrate", &config, IfAbsent::Stop).await?;
+            migrate(&config).await?
+        }
+        Command::Replay(args) => {
+            check_kafka("replay", &config.kafka, IfAbsent::Stop)?;
+            replay::run(&config, args).await?
+        }
+        Command::Dlq { command } => {
+            check_kafka("dlq", &config.kafka, IfAbsent::Stop)?;
+            check_clickhouse("dlq", &config, IfAbsent::Stop).await?;
+            dlq::run(&config, command).await?
+        }
         Command::State { command } => state_tool::run(&config, command)?,
         Command::Capture => {
+            check_kafka("capture", &capture_kafka(&config), IfAbsent::Wait)?;
             let signals = Signals::listen()?;
             hogstream_capture::serve(config.capture.clone(), signals.shutdown(Arc::clone(&flag)))
                 .await
                 .context("capture")?;
         }
         Command::Engine { cluster } => {
+            check_kafka("engine", &config.kafka, IfAbsent::Stop)?;
+            check_clickhouse("engine", &config, IfAbsent::Wait).await?;
             let signals = Signals::listen()?;
             let settings = engine_settings(&config, &cluster)?;
             // Processes of one cluster may share a host: each takes the next port.
@@ -270,6 +348,9 @@ async fn main() -> Result<()> {
             engine.await.context("engine thread")??;
         }
         Command::Run { cluster } => {
+            check_kafka("capture", &capture_kafka(&config), IfAbsent::Wait)?;
+            check_kafka("engine", &config.kafka, IfAbsent::Stop)?;
+            check_clickhouse("engine", &config, IfAbsent::Wait).await?;
             let signals = Signals::listen()?;
             engine_http::watch_readiness(&config.kafka, &config.clickhouse)?;
             let settings = engine_settings(&config, &cluster)?;

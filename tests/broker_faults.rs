@@ -426,11 +426,13 @@ struct FreshBroker {
 impl FreshBroker {
     fn start() -> Self {
         let dir = std::env::temp_dir().join(common::unique("fresh_broker"));
-        let (port, controller) = (common::free_port(), common::free_port());
+        let ports = common::free_ports(3, &[]);
+        let (port, controller, tls) = (ports.start, ports.start + 1, ports.start + 2);
         let env = vec![
             ("HOGSTREAM_DATA", dir.display().to_string()),
             ("HOGSTREAM_KAFKA_PORT", port.to_string()),
             ("HOGSTREAM_KAFKA_CONTROLLER_PORT", controller.to_string()),
+            ("HOGSTREAM_KAFKA_TLS_PORT", tls.to_string()),
         ];
         let broker = FreshBroker {
             env,

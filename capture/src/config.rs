@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hogstream_event::security::ClientSettings;
 use hogstream_event::topics;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,10 @@ use crate::routing::Destination;
 pub struct CaptureConfig {
     /// Address the HTTP server listens on. Default `127.0.0.1:8010`.
     pub bind_address: SocketAddr,
+    /// A private address for `/metrics` (with `/_liveness` and `/_readiness` again): when set,
+    /// `/metrics` leaves `bind_address`, so capture's port can face the internet without
+    /// showing its counters. Unset by default: everything on `bind_address`.
+    pub metrics_address: Option<SocketAddr>,
     /// Kafka producer settings.
     pub kafka: KafkaConfig,
     /// Topic names; the defaults are PostHog's.
@@ -38,6 +43,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 8010)),
+            metrics_address: None,
             kafka: KafkaConfig::default(),
             topics: TopicConfig::default(),
             overflow: OverflowConfig::default(),
@@ -115,7 +121,11 @@ pub struct KafkaConfig {
     /// (no: idempotent) at the cost of per-partition in-flight limits. Duplicates are removed
     /// downstream by event uuid either way; see README, "Capture's producer".
     pub idempotence: bool,
-    /// Further librdkafka settings, applied last (e.g. `security.protocol`).
+    /// TLS and SASL settings with their secrets: the binary copies them from
+    /// `[kafka.security]`, never read from `[capture.kafka]`.
+    #[serde(skip)]
+    pub client_settings: ClientSettings,
+    /// Further librdkafka settings, applied last.
     pub extra: BTreeMap<String, String>,
 }
 
@@ -128,6 +138,7 @@ impl Default for KafkaConfig {
             message_max_bytes: 1_000_000,
             readiness_interval_ms: 5_000,
             idempotence: true,
+            client_settings: ClientSettings::default(),
             extra: BTreeMap::new(),
         }
     }

@@ -62,6 +62,10 @@ pub async fn serve(
     let listener = TcpListener::bind(config.bind_address)
         .await
         .map_err(ServeError::Bind)?;
+    let private = match config.metrics_address {
+        Some(address) => Some(serve_private(address, state.clone()).await?),
+        None => None,
+    };
     // A producer that hit a fatal error refuses every later event: stop like at SIGTERM, but
     // fail, so that a supervisor starts capture again with a new producer.
     let fatal = Arc::new(tokio::sync::OnceCell::new());
@@ -73,6 +77,9 @@ pub async fn serve(
         }
     };
     let result = serve_on(listener, state, stop).await;
+    if let Some(private) = private {
+        private.abort();
+    }
     let flushing = producer.clone();
     match tokio::task::spawn_blocking(move || flushing.flush(SHUTDOWN_FLUSH)).await {
         Ok(Ok(())) => {}
@@ -83,6 +90,22 @@ pub async fn serve(
         Some(reason) => Err(ServeError::ProducerFatal(reason.clone())),
         None => result,
     }
+}
+
+/// Serves `/metrics` and health on the private `address` until aborted. Scrapers and probes are
+/// trusted, so axum's plain server is enough here.
+async fn serve_private(
+    address: std::net::SocketAddr,
+    state: AppState,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let listener = TcpListener::bind(address).await.map_err(ServeError::Bind)?;
+    tracing::info!(%address, "capture metrics listening");
+    let app = router::private_router(state);
+    Ok(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(%err, "capture metrics listener failed");
+        }
+    }))
 }
 
 /// Serves `state` on an already bound listener until `shutdown` resolves, then lets in-flight

@@ -22,8 +22,11 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/", get(index))
         .route("/_liveness", get(liveness))
-        .route("/_readiness", get(readiness))
-        .route("/metrics", get(metrics_text))
+        .route("/_readiness", get(readiness));
+    if !state.shared.private_metrics {
+        app = app.route("/metrics", get(metrics_text));
+    }
+    app = app
         .route("/s", any(recordings))
         .route("/s/", any(recordings));
     for endpoint in Endpoint::ALL {
@@ -56,6 +59,16 @@ async fn options_ok(req: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, Body::from(r#"{"status":"Ok"}"#))
+}
+
+/// The private listener of `[capture] metrics_address`: metrics and health, nothing else.
+pub fn private_router(state: AppState) -> Router {
+    Router::new()
+        .route("/_liveness", get(liveness))
+        .route("/_readiness", get(readiness))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 async fn index() -> &'static str {

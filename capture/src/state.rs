@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub message_max_bytes: usize,
     pub producer: Arc<dyn EventProducer>,
     pub router: EventRouter,
+    /// `/metrics` is served on a private listener, not with the event routes.
+    pub private_metrics: bool,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
                 message_max_bytes: config.kafka.message_max_bytes,
                 producer,
                 router,
+                private_metrics: config.metrics_address.is_some(),
             }),
             metrics: None,
         })

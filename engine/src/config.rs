@@ -3,6 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use hogstream_event::security::{ClientSettings, KafkaSecurity, SecurityError};
 use hogstream_event::topics;
 use hogstream_sinks::ClickHouseConfig;
 use serde::Deserialize;
@@ -26,8 +27,22 @@ pub struct KafkaConfig {
     /// Consumer group under which offsets are also committed to Kafka, for monitoring and as a
     /// resume fallback: the engine resumes from the later of this and its own stored offsets.
     pub group_id: String,
-    /// Further librdkafka settings for every engine client (e.g. `security.protocol`).
+    /// TLS and SASL for every hogstream client of Kafka (`[kafka.security]`).
+    pub security: KafkaSecurity,
+    /// `security` as librdkafka settings, secrets read: filled at start-up by
+    /// [`KafkaConfig::resolve_security`], never from the file.
+    #[serde(skip)]
+    pub client_settings: ClientSettings,
+    /// Further librdkafka settings for every engine client, applied last.
     pub extra: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Reads the secrets of `security` into `client_settings`.
+    pub fn resolve_security(&mut self) -> Result<(), SecurityError> {
+        self.client_settings = self.security.client_settings()?;
+        Ok(())
+    }
 }
 
 impl Default for KafkaConfig {
@@ -44,6 +59,8 @@ impl Default for KafkaConfig {
             default_partitions: 8,
             replication_factor: 1,
             group_id: "hogstream-engine".into(),
+            security: KafkaSecurity::default(),
+            client_settings: ClientSettings::default(),
             extra: Default::default(),
         }
     }

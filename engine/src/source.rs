@@ -45,10 +45,14 @@ impl ConsumerContext for LagContext {}
 
 pub type SourceConsumer = BaseConsumer<LagContext>;
 
-/// A librdkafka configuration with the brokers and the user's `extra` settings.
+/// A librdkafka configuration with the brokers, `[kafka.security]` and the user's `extra`
+/// settings: every hogstream client of Kafka but capture's producer is made from it.
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers);
+    for (k, v) in config.client_settings.iter() {
+        c.set(k, v);
+    }
     for (k, v) in &config.extra {
         c.set(k, v);
     }

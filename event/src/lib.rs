@@ -8,6 +8,7 @@ pub mod ids;
 pub mod latency;
 pub mod processed;
 pub mod raw;
+pub mod security;
 pub mod time;
 pub mod topics;
 

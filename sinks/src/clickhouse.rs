@@ -1,7 +1,7 @@
 //! The ClickHouse connection: configuration, schema checks and inserts that retry until
 //! ClickHouse acknowledges them (backpressure rather than loss when ClickHouse is down).
 
-use std::time::Duration;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 use tracing::Instrument;
 
 use clickhouse::{Client, Row, RowOwned, RowWrite};
@@ -13,11 +13,20 @@ use crate::{error::SinkError, schema};
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseConfig {
-    /// HTTP address of ClickHouse (or of the project's chDB front).
+    /// HTTP(S) address of ClickHouse (or of the project's chDB front).
     pub url: String,
     pub database: String,
     pub user: Option<String>,
+    /// Prefer `HOGSTREAM_CLICKHOUSE_PASSWORD` or `password_file` to writing it here.
     pub password: Option<String>,
+    /// A file holding the password (its trailing newline is dropped).
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) an `https://` server's certificate must chain to; the public web
+    /// CAs when unset.
+    pub ca_file: Option<PathBuf>,
+    /// The TLS client made from `ca_file` at start-up ([`ClickHouseConfig::resolve_secrets`]).
+    #[serde(skip)]
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// A batch is flushed when it holds this many event rows...
     pub max_rows: usize,
     /// ...or this many bytes of event data...
@@ -42,6 +51,9 @@ impl Default for ClickHouseConfig {
             database: "hogstream".into(),
             user: None,
             password: None,
+            password_file: None,
+            ca_file: None,
+            tls: None,
             max_rows: 100_000,
             max_bytes: 64 << 20,
             flush_interval: Duration::from_millis(250),
@@ -60,6 +72,8 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
             .field("max_rows", &self.max_rows)
             .field("max_bytes", &self.max_bytes)
             .field("flush_interval", &self.flush_interval)
@@ -71,9 +85,88 @@ impl std::fmt::Debug for ClickHouseConfig {
 }
 
 impl ClickHouseConfig {
-    /// A client without a default database, for DDL and bookkeeping.
+    /// Reads `password_file` and the CA file into what clients are made of; at start-up, so a
+    /// missing file stops it with its name.
+    pub fn resolve_secrets(&mut self) -> Result<(), SinkError> {
+        let config = |m: String| SinkError::Config(format!("[clickhouse] {m}"));
+        if let Some(path) = &self.password_file {
+            if self.password.is_some() {
+                return Err(config(
+                    "password_file and a password (in the file or HOGSTREAM_CLICKHOUSE_PASSWORD) are both set: keep one".into(),
+                ));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| config(format!("password_file {}: {e}", path.display())))?;
+            self.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        let https = self.url.starts_with("https://");
+        if self.ca_file.is_some() && !https {
+            return Err(config(format!(
+                "ca_file needs an https:// url, not {}",
+                self.url
+            )));
+        }
+        self.tls = https.then(|| self.tls_config()).transpose()?.map(Arc::new);
+        Ok(())
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, SinkError> {
+        use rustls_pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let unreadable = |e: &dyn std::fmt::Display| {
+                    SinkError::Config(format!("[clickhouse] ca_file {}: {e}", path.display()))
+                };
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+                    roots
+                        .add(cert.map_err(|e| unreadable(&e))?)
+                        .map_err(|e| unreadable(&e))?;
+                }
+                if roots.is_empty() {
+                    return Err(unreadable(&"no certificate in the file"));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        // ring, not aws-lc-rs: the latter would add post-quantum key exchange but needs a C
+        // build of aws-lc; every ClickHouse server negotiates the classic groups ring has.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SinkError::Config(format!("[clickhouse] TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// One line for `config check`: where, as whom, and with which TLS, without the password.
+    pub fn describe(&self) -> String {
+        let user = self.user.as_deref().unwrap_or("default");
+        let password = match (&self.password_file, &self.password) {
+            (Some(file), _) => format!("password from {}", file.display()),
+            (None, Some(_)) => "a password".into(),
+            (None, None) => "no password".into(),
+        };
+        let tls = match (self.url.starts_with("https://"), &self.ca_file) {
+            (false, _) => "plain HTTP".to_owned(),
+            (true, Some(ca)) => format!("TLS, CA {}", ca.display()),
+            (true, None) => "TLS, the public web CAs".to_owned(),
+        };
+        format!(
+            "clickhouse: {} as `{user}` with {password}, {tls}",
+            self.url
+        )
+    }
+
+    /// A client without a default database, for DDL and bookkeeping. Every path to ClickHouse
+    /// (migrate, the sink, readiness, the tools) is made here, with the same TLS and user.
     pub fn client(&self) -> Client {
-        let mut c = Client::default().with_url(&self.url);
+        let mut c = match &self.tls {
+            Some(tls) => https_client(Arc::clone(tls)),
+            None => Client::default(),
+        }
+        .with_url(&self.url);
         if let Some(u) = &self.user {
             c = c.with_user(u);
         }
@@ -82,6 +175,25 @@ impl ClickHouseConfig {
         }
         c
     }
+}
+
+/// A client over a pooled HTTPS connection like the `clickhouse` crate's own, with our TLS
+/// settings.
+fn https_client(tls: Arc<rustls::ClientConfig>) -> Client {
+    use hyper_util::client::legacy::{Client as HyperClient, connect::HttpConnector};
+    let mut http = HttpConnector::new();
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::with_http_client(
+        HyperClient::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build(https),
+    )
 }
 
 /// How long the sink waits at start-up for a ClickHouse that does not answer before it gives up.

@@ -22,4 +22,6 @@ pub enum SinkError {
     Kafka(rdkafka::error::KafkaError),
     #[error("the sink is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Config(String),
 }

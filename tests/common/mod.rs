@@ -26,6 +26,26 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The certificates and passwords of the local secured listeners (`scripts/tls.py`).
+pub fn tls_dir() -> PathBuf {
+    std::env::var("HOGSTREAM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".local/data"))
+        .join("tls")
+}
+
+/// The local broker's TLS + SASL listener.
+pub fn secure_brokers() -> String {
+    let port = std::env::var("HOGSTREAM_KAFKA_TLS_PORT").unwrap_or_else(|_| "9094".into());
+    format!("127.0.0.1:{port}")
+}
+
+/// The local ClickHouse front's HTTPS port.
+pub fn clickhouse_https_url() -> String {
+    let port = std::env::var("HOGSTREAM_CLICKHOUSE_HTTPS_PORT").unwrap_or_else(|_| "8443".into());
+    format!("https://127.0.0.1:{port}")
+}
+
 fn reachable(addr: &str) -> bool {
     addr.to_socket_addrs()
         .ok()

@@ -16,6 +16,29 @@ use serde_json::{Value, json};
 use super::{free_port, free_port_outside, free_ports, require_clickhouse, require_kafka, unique};
 
 pub const TOKEN: &str = "phc_test_token";
+
+/// Where a pipeline's broker and ClickHouse are, and how it reaches them.
+pub struct Endpoints {
+    /// What the pipeline's configuration names.
+    pub brokers: String,
+    /// What the test itself uses to read and delete topics (the same broker, plaintext).
+    pub admin_brokers: String,
+    pub clickhouse: String,
+    /// Lines for the `[clickhouse]` section (user, password_file, ca_file).
+    pub clickhouse_settings: String,
+}
+
+impl Endpoints {
+    /// `brokers` and the shared ClickHouse, without security.
+    pub fn plain(brokers: String) -> Self {
+        Endpoints {
+            admin_brokers: brokers.clone(),
+            brokers,
+            clickhouse: super::clickhouse_url(),
+            clickhouse_settings: String::new(),
+        }
+    }
+}
 pub const TEAM_ID: i64 = 42;
 
 pub struct Pipeline {
@@ -56,21 +79,45 @@ impl Pipeline {
 
     /// Like [`Pipeline::new`], on the broker at `brokers` instead of the shared one.
     pub fn on_broker(brokers: &str, workers: usize, partitions: i32) -> Self {
-        Self::build_on(brokers.to_owned(), workers, partitions, &[], "")
+        Self::build_on(
+            Endpoints::plain(brokers.to_owned()),
+            workers,
+            partitions,
+            &[],
+            "",
+        )
+    }
+
+    /// Like [`Pipeline::new`], through the given endpoints: `clickhouse` is appended to the
+    /// `[clickhouse]` section, `extra` to the file.
+    pub fn through(endpoints: Endpoints, workers: usize, partitions: i32, extra: &str) -> Self {
+        Self::build_on(endpoints, workers, partitions, &[], extra)
     }
 
     fn build(workers: usize, partitions: i32, extra_teams: &[(i64, &str)], extra: &str) -> Self {
-        Self::build_on(require_kafka(), workers, partitions, extra_teams, extra)
+        Self::build_on(
+            Endpoints::plain(require_kafka()),
+            workers,
+            partitions,
+            extra_teams,
+            extra,
+        )
     }
 
     fn build_on(
-        brokers: String,
+        endpoints: Endpoints,
         workers: usize,
         partitions: i32,
         extra_teams: &[(i64, &str)],
         extra: &str,
     ) -> Self {
-        let ch = require_clickhouse();
+        let _ = require_clickhouse();
+        let Endpoints {
+            brokers,
+            admin_brokers,
+            clickhouse: ch,
+            clickhouse_settings,
+        } = endpoints;
         let name = unique("e2e");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -117,6 +164,7 @@ metrics_address = "127.0.0.1:{metrics_port}"
 url = "{ch}"
 database = "{name}"
 flush_interval = "200ms"
+{clickhouse_settings}
 
 [[teams]]
 id = {TEAM_ID}
@@ -140,7 +188,7 @@ token = "{TOKEN}"
             capture_url: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             metrics_ports,
-            brokers,
+            brokers: admin_brokers,
             capture: Mutex::new(None),
             engine: Mutex::new(None),
             cluster: Mutex::new(Vec::new()),
@@ -156,10 +204,10 @@ token = "{TOKEN}"
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hogstream"));
-        c.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("HOGSTREAM_LOG", "warn,hogstream_engine=info");
+        c.arg("--config").arg(&self.config).args(args).env(
+            "HOGSTREAM_LOG",
+            "warn,hogstream_engine=info,hogstream_capture::producer=debug",
+        );
         // Tests choose their own endpoints; the environment of the shell must not override them.
         for v in [
             "HOGSTREAM_KAFKA_BROKERS",

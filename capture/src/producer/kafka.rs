@@ -45,6 +45,9 @@ impl KafkaProducer {
             // librdkafka backs off up to 10 s between reconnects by default, so capture would go
             // on refusing events for seconds after the broker is back; 1 s bounds that.
             .set("reconnect.backoff.max.ms", "1000");
+        for (key, value) in config.client_settings.iter() {
+            client.set(key, value);
+        }
         for (key, value) in &config.extra {
             client.set(key, value);
         }
@@ -152,11 +155,23 @@ async fn watch_broker(
             return;
         }
         let probe = producer.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            probe.client().fetch_metadata(None, timeout).is_ok()
-        })
-        .await
-        .unwrap_or(false);
+        let started = std::time::Instant::now();
+        let probe = tokio::task::spawn_blocking(move || {
+            probe.client().fetch_metadata(None, timeout).map(|_| ())
+        });
+        // A probe that does not come back in time counts as a failed one; the watcher goes on.
+        let ok = match tokio::time::timeout(timeout * 2, probe).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                tracing::debug!(error = %e, "kafka readiness probe failed");
+                false
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(after = ?started.elapsed(), "kafka readiness probe did not return");
+                false
+            }
+        };
         if ready.swap(ok, Ordering::SeqCst) != ok {
             if ok {
                 tracing::info!("kafka broker reachable");

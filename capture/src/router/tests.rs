@@ -252,6 +252,37 @@ async fn metrics_endpoint_renders_prometheus_text() {
 }
 
 #[tokio::test]
+async fn a_private_metrics_address_takes_metrics_off_the_public_port() {
+    let config = CaptureConfig {
+        metrics_address: Some("127.0.0.1:0".parse().unwrap()),
+        ..CaptureConfig::default()
+    };
+    let state = AppState::new(&config, Arc::new(MemoryProducer::new())).unwrap();
+    let public = router(state.clone());
+    let private = super::private_router(state);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    call(&public, get("/metrics"))
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(
+        call(&public, get("/_liveness")).await.status,
+        StatusCode::OK
+    );
+    // Routed on the private port (503 only because this test installs no recorder).
+    assert_eq!(
+        call(&private, get("/metrics")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        call(&private, get("/_liveness")).await.status,
+        StatusCode::OK
+    );
+    call(&private, post_json("/i/v0/e", event("e", "private")))
+        .await
+        .assert_error(404, "not_found");
+}
+
+#[tokio::test]
 async fn recordings_and_unknown_paths_get_json_errors() {
     let (app, _) = app();
     for path in ["/s", "/s/"] {
