@@ -25,15 +25,18 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-struct Load {
-    events_per_second: f64,
+/// Events per `/batch` request in the batched rows.
+pub const BATCH: usize = 50;
+
+pub struct Load {
+    pub events_per_second: f64,
     requests_per_second: f64,
     p50: Duration,
     p99: Duration,
 }
 
 /// Sends requests for `seconds` from [`CONCURRENCY`] connections.
-async fn load(url: String, batch: usize, seconds: u64) -> Load {
+pub async fn load(url: String, batch: usize, seconds: u64) -> Load {
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     // Bodies are made before the clock starts: the client shares the cores with capture.
@@ -141,7 +144,7 @@ pub async fn bench() {
         ];
         for (batch, what) in [
             (1, "single events `/i/v0/e`"),
-            (50, "50-event gzip `/batch`"),
+            (BATCH, "50-event gzip `/batch`"),
         ] {
             let before = CpuSample::take(&pids);
             let threads_before = cpu_by_thread(capture.pid());
@@ -156,7 +159,7 @@ pub async fn bench() {
                 l.p50,
                 l.p99
             );
-            if batch == 50 {
+            if batch == BATCH {
                 let per_core = l.events_per_second / capture_cores.max(0.01);
                 println!(
                     "|   | target ≥ 50000 events/s per capture core in batches: {} |",

@@ -85,18 +85,18 @@ async fn passthrough(setup: &Setup, n: usize) -> (f64, Vec<(&'static str, f64, f
     (rate, CpuSample::take(&pids).since(&before))
 }
 
-struct EngineRun {
-    stored_per_second: f64,
+pub struct EngineRun {
+    pub stored_per_second: f64,
     /// CPU seconds of the broker and ClickHouse during the run.
     services: Vec<(&'static str, f64, f64)>,
     exported_per_second: Option<f64>,
-    cpu_seconds: f64,
+    pub cpu_seconds: f64,
     cpu_by_thread: BTreeMap<String, f64>,
 }
 
 /// Events per second from the engine's start until every event is in `events` (and, with
 /// `exported`, until a JSONL destination wrote them all), and the engine's CPU seconds.
-async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> EngineRun {
+pub async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> EngineRun {
     let services = [
         ("broker", service_pid("kafka")),
         ("ClickHouse", service_pid("clickhouse")),

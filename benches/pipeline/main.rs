@@ -7,9 +7,10 @@
 //! - `latency`: capture's 200 → row queryable at a sustained rate, and CPU per 100k events of
 //!   each process ([`latency`]);
 //! - `replay`: `hogstream replay` messages/s beside rdkafka ([`operations`]);
-//! - `idle`: CPU of hogstream and the broker with no traffic ([`operations`]).
+//! - `idle`: CPU of hogstream and the broker with no traffic ([`operations`]);
+//! - `secure`: capture and the engine through TLS + SCRAM and HTTPS beside plaintext ([`secure`]).
 //!
-//! Run with `scripts/bench.sh [capture|engine|latency|replay|idle]` (starts the services, builds
+//! Run with `scripts/bench.sh [capture|engine|latency|replay|idle|secure]` (starts the services, builds
 //! in release); no argument runs them all. Sizes: `HOGSTREAM_BENCH_ENGINE_EVENTS` (200,000),
 //! `HOGSTREAM_BENCH_RATE` (5,000 events/s), `HOGSTREAM_BENCH_LATENCY_SECONDS` (20),
 //! `HOGSTREAM_BENCH_CAPTURE_SECONDS` (8), `HOGSTREAM_BENCH_REPLAY_MESSAGES` (100,000),
@@ -19,6 +20,7 @@ mod capture;
 mod engine;
 mod latency;
 mod operations;
+mod secure;
 mod support;
 
 #[tokio::main]
@@ -43,5 +45,8 @@ async fn main() {
     }
     if run("idle") {
         operations::bench_idle().await;
+    }
+    if run("secure") {
+        secure::bench().await;
     }
 }

@@ -56,13 +56,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Where `scripts/services.sh` keeps the services' data, pid files and certificates.
+fn services_data() -> PathBuf {
+    std::env::var("HOGSTREAM_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/data"))
+}
+
 /// The pid of a service started by `scripts/services.sh` (`kafka`, `clickhouse`), from its pid
 /// file, so the benchmarks can account for its CPU.
 pub fn service_pid(service: &str) -> Option<u32> {
-    let data = std::env::var("HOGSTREAM_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/data"));
-    std::fs::read_to_string(data.join("run").join(format!("{service}.pid")))
+    std::fs::read_to_string(services_data().join("run").join(format!("{service}.pid")))
         .ok()?
         .trim()
         .parse()
@@ -273,6 +277,60 @@ impl Hogstream {
     }
 }
 
+/// `hogstream --config <config>`, which reaches the services the file names: the environment's
+/// overrides (`scripts/env.sh` exports the plain ports) are removed.
+fn hogstream(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hogstream"));
+    c.arg("--config")
+        .arg(config)
+        .env_remove("HOGSTREAM_KAFKA_BROKERS")
+        .env_remove("HOGSTREAM_CLICKHOUSE_URL");
+    c
+}
+
+/// How hogstream reaches the broker and ClickHouse: the plain ports, or the local services'
+/// secured ones (Kafka TLS + SCRAM-SHA-512, ClickHouse HTTPS with a password). The benchmarks'
+/// own clients (filling topics, counting rows) always use the plain ports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hops {
+    Plain,
+    Secured,
+}
+
+impl Hops {
+    /// `[kafka]` brokers and `[clickhouse]` url, and what goes into `[kafka.security]` and
+    /// `[clickhouse]` besides.
+    fn config(self) -> (String, String, String, String) {
+        match self {
+            Hops::Plain => (brokers(), clickhouse_url(), String::new(), String::new()),
+            Hops::Secured => {
+                // The certificates and passwords made by `scripts/tls.py`.
+                let tls = services_data().join("tls");
+                let port = |var: &str, default: &str| {
+                    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+                };
+                (
+                    format!("127.0.0.1:{}", port("HOGSTREAM_KAFKA_TLS_PORT", "9094")),
+                    format!(
+                        "https://127.0.0.1:{}",
+                        port("HOGSTREAM_CLICKHOUSE_HTTPS_PORT", "8443")
+                    ),
+                    format!(
+                        "[kafka.security]\nprotocol = \"sasl_ssl\"\nca_file = \"{ca}\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"hogstream\"\npassword = {{ file = \"{pw}\" }}\n",
+                        ca = tls.join("ca.pem").display(),
+                        pw = tls.join("kafka-password").display(),
+                    ),
+                    format!(
+                        "user = \"hogstream\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+                        tls.join("clickhouse-password").display(),
+                        tls.join("ca.pem").display(),
+                    ),
+                )
+            }
+        }
+    }
+}
+
 /// One benchmark's configuration, topics and ClickHouse database.
 #[derive(Clone)]
 pub struct Setup {
@@ -285,6 +343,12 @@ pub struct Setup {
 impl Setup {
     /// Writes a configuration (with `extra(dir)` appended, e.g. `[[plugins]]`) and migrates it.
     pub fn new(workers: usize, extra: impl Fn(&Path) -> String) -> Self {
+        Self::through(Hops::Plain, workers, extra)
+    }
+
+    /// [`Setup::new`] with hogstream reaching the services through `hops`.
+    pub fn through(hops: Hops, workers: usize, extra: impl Fn(&Path) -> String) -> Self {
+        let (hop_brokers, hop_clickhouse, kafka_security, clickhouse_security) = hops.config();
         let name = unique("bench");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -318,13 +382,15 @@ data_dir = "{data}"
 [clickhouse]
 url = "{ch}"
 database = "{name}"
+{clickhouse_security}
 [[teams]]
 id = 1
 token = "{TOKEN}"
+{kafka_security}
 {extra}
 "#,
-                b = brokers(),
-                ch = clickhouse_url(),
+                b = hop_brokers,
+                ch = hop_clickhouse,
                 data = dir.join("engine").display(),
                 extra = extra(&dir),
                 // The engine's default is one per core; HOGSTREAM_BENCH_STATE_THREADS compares.
@@ -334,9 +400,7 @@ token = "{TOKEN}"
             ),
         )
         .unwrap();
-        let ok = Command::new(env!("CARGO_BIN_EXE_hogstream"))
-            .arg("--config")
-            .arg(&config)
+        let ok = hogstream(&config)
             .arg("migrate")
             .stdout(Stdio::null())
             .status()
@@ -365,9 +429,7 @@ token = "{TOKEN}"
     pub fn spawn(&self, args: &[&str], log: &str) -> Hogstream {
         let out = std::fs::File::create(self.dir().join(log)).unwrap();
         Hogstream(
-            Command::new(env!("CARGO_BIN_EXE_hogstream"))
-                .arg("--config")
-                .arg(&self.config)
+            hogstream(&self.config)
                 .args(args)
                 .env("HOGSTREAM_LOG", "warn")
                 .stdout(Stdio::null())
@@ -379,9 +441,7 @@ token = "{TOKEN}"
 
     /// Runs `hogstream <args>` to completion; panics unless it succeeds.
     pub fn run(&self, args: &[&str]) {
-        let out = Command::new(env!("CARGO_BIN_EXE_hogstream"))
-            .arg("--config")
-            .arg(&self.config)
+        let out = hogstream(&self.config)
             .args(args)
             .env("HOGSTREAM_LOG", "warn")
             .stdin(Stdio::null())
