@@ -13,8 +13,10 @@ cd "$HOGSTREAM_ROOT"
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 log "cargo test"
-cargo test --workspace --no-fail-fast "$@"
+# `services`: the tests against the broker and ClickHouse; `example-plugins`: the example crate's
+# plugins, which the end-to-end plugin tests use (Cargo.toml).
+cargo test --workspace --features hogstream/services,hogstream/example-plugins --no-fail-fast "$@"
 log "docker files"
 "$HOGSTREAM_ROOT/scripts/check-docker.sh"

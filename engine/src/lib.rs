@@ -64,8 +64,7 @@ pub fn run(
             settings.cluster.addresses.len()
         )));
     }
-    let teams = teams::Teams::new(settings.teams.clone())
-        .map_err(|e| EngineError::Config(e.to_string()))?;
+    let teams = teams::Teams::new(settings.teams.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,11 +96,9 @@ pub fn run(
     })?;
 
     let team_ids: Vec<i64> = settings.teams.iter().map(|t| t.id).collect();
-    let plugins = plugins
-        .build(&settings.plugins, &team_ids, &|id| {
-            Arc::new(plugins::RocksStorage::new(store.clone(), id))
-        })
-        .map_err(|e| EngineError::Config(e.to_string()))?;
+    let plugins = plugins.build(&settings.plugins, &team_ids, &|id| {
+        Arc::new(plugins::RocksStorage::new(store.clone(), id))
+    })?;
     let destination_teams: std::collections::HashSet<i64> = plugins
         .destinations
         .iter()

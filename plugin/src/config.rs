@@ -76,7 +76,7 @@ pub struct Registry {
 }
 
 /// A configuration error, with the entry it comes from.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 #[error("[[plugins]] entry {index} (`{plugin}`): {reason}")]
 pub struct ConfigError {
     pub index: usize,
