@@ -120,174 +120,57 @@ const LIFTED: &[&str] = &[
     "_kx",
 ];
 
+/// Normalizes one captured message: the steps below, in PostHog's order. Each step either
+/// passes the event on or ends it with its [`Outcome`].
 pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &Rules) -> Outcome {
-    let captured: CapturedEvent = match serde_json::from_slice(payload) {
-        Ok(c) => c,
-        Err(e) => return Outcome::DeadLetter(format!("undecodable captured event: {e}")),
-    };
+    match steps(payload, force_personless, teams, rules) {
+        Ok(outcome) => outcome,
+        Err(ended) => *ended,
+    }
+}
+
+/// A step's result: `Err` ends normalization with that outcome (boxed: the common path is `Ok`).
+type Step<T> = Result<T, Box<Outcome>>;
+
+fn steps(payload: &[u8], force_personless: bool, teams: &Teams, rules: &Rules) -> Step<Outcome> {
+    let (captured, mut data) = decode(payload)?;
     let now = parse_rfc3339(&captured.now).unwrap_or_else(Utc::now);
-    let mut data: Map<String, Value> = match serde_json::from_str(&captured.data) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Outcome::DeadLetter("captured event `data` is not a JSON object".into()),
-        Err(e) => return Outcome::DeadLetter(format!("captured event `data` is not JSON: {e}")),
-    };
-
-    if captured.token.is_empty() {
-        return Outcome::Dropped {
-            reason: "no_token",
-            warning: None,
-        };
-    }
-    let Some(team) = teams.by_token(&captured.token) else {
-        return Outcome::Dropped {
-            reason: "invalid_token",
-            warning: None,
-        };
-    };
-    let drop_key = format!("{}:{}", captured.token, captured.distinct_id);
-    if rules
-        .drop_events
-        .iter()
-        .any(|d| *d == captured.token || *d == drop_key)
-    {
-        return Outcome::Dropped {
-            reason: "drop_list",
-            warning: None,
-        };
-    }
-    if captured.distinct_id.chars().count() > MAX_DISTINCT_ID_CHARS {
-        return Outcome::Dropped {
-            reason: "invalid_distinct_id",
-            warning: Some(Warning {
-                at: now,
-                team_id: team.id,
-                kind: "skipping_event_invalid_distinct_id",
-                details: serde_json::json!({ "eventUuid": captured.uuid, "distinctId": captured.distinct_id }),
-            }),
-        };
-    }
-
+    let team = admit(&captured, now, teams, &rules.drop_events)?;
     let mut properties = match data.remove("properties") {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    let mut warnings = Vec::new();
-
     let event = sanitize_event_name(&captured.event);
-    if event == "$$client_ingestion_warning" {
-        let message = properties
-            .get("$$client_ingestion_warning_message")
-            .cloned()
-            .unwrap_or(Value::Null);
-        return Outcome::Dropped {
-            reason: "client_ingestion_warning",
-            warning: Some(Warning {
-                at: now,
-                team_id: team.id,
-                kind: "client_ingestion_warning",
-                details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id, "message": message }),
-            }),
-        };
-    }
-    if event == "$$heatmap" {
-        return Outcome::Dropped {
-            reason: "heatmap",
-            warning: None,
-        };
-    }
-
-    // Before the transforms, so GeoIP sees the client's address, and never one the team
-    // asked to anonymize.
-    if !properties.contains_key("$ip") && !captured.ip.is_empty() {
-        properties.insert("$ip".into(), Value::String(captured.ip.clone()));
-    }
-    if team.anonymize_ips {
-        properties.remove("$ip");
-    }
-    let mut distinct_id = captured.distinct_id.clone();
-    let mut event = event;
-    if let Some(chain) = rules.plugins.0.get(&team.id) {
-        let input = PluginEvent::new(team.id, captured.uuid, event, distinct_id, properties);
-        match chain.run(input) {
-            ChainOutcome::Kept { event: out, failed } => {
-                for plugin in failed {
-                    metrics::counter!("hogstream_plugin_failures_total", "plugin" => plugin)
-                        .increment(1);
-                }
-                (event, distinct_id, properties) = (
-                    sanitize_event_name(&out.event),
-                    out.distinct_id,
-                    out.properties,
-                );
-            }
-            ChainOutcome::Dropped(plugin) => {
-                metrics::counter!("hogstream_plugin_drops_total", "plugin" => plugin).increment(1);
-                return Outcome::Dropped {
-                    reason: "plugin",
-                    warning: None,
-                };
-            }
-        }
-        if distinct_id.trim().is_empty() || distinct_id.chars().count() > MAX_DISTINCT_ID_CHARS {
-            return Outcome::DeadLetter(format!(
-                "a plugin set an invalid distinct_id ({} chars)",
-                distinct_id.chars().count()
-            ));
-        }
-    }
-
-    let mut process_person = !(force_personless || team.person_processing_opt_out);
-    match properties.get("$process_person_profile") {
-        None | Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => process_person = false,
-        Some(other) => warnings.push(Warning {
-            at: now,
-            team_id: team.id,
-            kind: "invalid_process_person_profile",
-            details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": distinct_id, "$process_person_profile": other }),
-        }),
-    }
-    if !process_person && PERSON_EVENTS.contains(&event.as_str()) {
-        return Outcome::Dropped {
-            reason: "person_event_without_person_processing",
-            warning: Some(Warning {
-                at: now,
-                team_id: team.id,
-                kind: "invalid_event_when_process_person_profile_is_false",
-                details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": distinct_id }),
-            }),
-        };
-    }
-
-    merge_top_level(&mut data, &mut properties, "$set");
-    merge_top_level(&mut data, &mut properties, "$set_once");
-    if let Some(sent_at) = &captured.sent_at {
-        properties.insert("$sent_at".into(), Value::String(sent_at.clone()));
-    }
-    if event != "$snapshot" && event != "$performance_event" {
-        lift_person_properties(&mut properties);
-    }
-    if !process_person || event == "$groupidentify" {
-        for k in ["$set", "$set_once", "$unset"] {
-            properties.remove(k);
-        }
-    }
-
-    let timestamp = match parse_rfc3339(&captured.timestamp) {
-        Some(t) => t,
-        None => {
-            warnings.push(Warning {
-                at: now,
-                team_id: team.id,
-                kind: "ignored_invalid_timestamp",
-                details: serde_json::json!({ "eventUuid": captured.uuid, "field": "timestamp", "value": captured.timestamp }),
-            });
-            now
-        }
+    drop_internal_events(&event, &properties, &captured, team.id, now)?;
+    client_ip(&mut properties, &captured.ip, team.anonymize_ips);
+    let (event, distinct_id, mut properties) = run_plugins(
+        rules,
+        team.id,
+        captured.uuid,
+        event,
+        captured.distinct_id.clone(),
+        properties,
+    )?;
+    let context = Context {
+        at: now,
+        team_id: team.id,
+        uuid: captured.uuid,
+        event: &event,
+        distinct_id: &distinct_id,
     };
+    let mut warnings = Vec::new();
+    let forced = force_personless || team.person_processing_opt_out;
+    let process_person = person_processing(&context, forced, &properties, &mut warnings)?;
+    person_properties(
+        &mut data,
+        &mut properties,
+        &event,
+        captured.sent_at.as_deref(),
+        process_person,
+    );
+    let timestamp = event_timestamp(&context, &captured.timestamp, &mut warnings);
     let elements_chain = take_elements_chain(&mut properties);
-
-    Outcome::Event(
+    Ok(Outcome::Event(
         NormalizedEvent {
             team_id: team.id,
             uuid: captured.uuid,
@@ -300,7 +183,244 @@ pub fn normalize(payload: &[u8], force_personless: bool, teams: &Teams, rules: &
             process_person,
         },
         warnings,
-    )
+    ))
+}
+
+/// What a warning about the event being normalized names.
+struct Context<'a> {
+    at: DateTime<Utc>,
+    team_id: i64,
+    uuid: Uuid,
+    event: &'a str,
+    distinct_id: &'a str,
+}
+
+impl Context<'_> {
+    /// A warning whose details name the event (uuid, name, distinct id), then `extra`.
+    fn warning(&self, kind: &'static str, extra: Option<(&str, &Value)>) -> Warning {
+        let mut details = serde_json::json!({
+            "eventUuid": self.uuid,
+            "event": self.event,
+            "distinctId": self.distinct_id,
+        });
+        if let (Value::Object(d), Some((key, value))) = (&mut details, extra) {
+            d.insert(key.to_owned(), value.clone());
+        }
+        Warning {
+            at: self.at,
+            team_id: self.team_id,
+            kind,
+            details,
+        }
+    }
+}
+
+/// The captured envelope and its `data` object; anything undecodable is a dead letter.
+fn decode(payload: &[u8]) -> Step<(CapturedEvent, Map<String, Value>)> {
+    let captured: CapturedEvent = serde_json::from_slice(payload)
+        .map_err(|e| Outcome::DeadLetter(format!("undecodable captured event: {e}")))?;
+    match serde_json::from_str(&captured.data) {
+        Ok(Value::Object(m)) => Ok((captured, m)),
+        Ok(_) => Err(Box::new(Outcome::DeadLetter(
+            "captured event `data` is not a JSON object".into(),
+        ))),
+        Err(e) => Err(Box::new(Outcome::DeadLetter(format!(
+            "captured event `data` is not JSON: {e}"
+        )))),
+    }
+}
+
+/// The event's team, unless its token is missing or unknown, it is on the drop list, or its
+/// distinct id is too long.
+fn admit<'t>(
+    captured: &CapturedEvent,
+    now: DateTime<Utc>,
+    teams: &'t Teams,
+    drop_events: &[String],
+) -> Step<&'t crate::teams::Team> {
+    let dropped = |reason, warning| Box::new(Outcome::Dropped { reason, warning });
+    if captured.token.is_empty() {
+        return Err(dropped("no_token", None));
+    }
+    let team = teams
+        .by_token(&captured.token)
+        .ok_or_else(|| dropped("invalid_token", None))?;
+    let drop_key = format!("{}:{}", captured.token, captured.distinct_id);
+    if drop_events
+        .iter()
+        .any(|d| *d == captured.token || *d == drop_key)
+    {
+        return Err(dropped("drop_list", None));
+    }
+    if captured.distinct_id.chars().count() > MAX_DISTINCT_ID_CHARS {
+        return Err(dropped(
+            "invalid_distinct_id",
+            Some(Warning {
+                at: now,
+                team_id: team.id,
+                kind: "skipping_event_invalid_distinct_id",
+                details: serde_json::json!({ "eventUuid": captured.uuid, "distinctId": captured.distinct_id }),
+            }),
+        ));
+    }
+    Ok(team)
+}
+
+/// Client ingestion warnings become warnings, heatmap events are not stored.
+fn drop_internal_events(
+    event: &str,
+    properties: &Map<String, Value>,
+    captured: &CapturedEvent,
+    team_id: i64,
+    now: DateTime<Utc>,
+) -> Step<()> {
+    match event {
+        "$$client_ingestion_warning" => {
+            let message = properties
+                .get("$$client_ingestion_warning_message")
+                .cloned()
+                .unwrap_or(Value::Null);
+            Err(Box::new(Outcome::Dropped {
+                reason: "client_ingestion_warning",
+                warning: Some(Warning {
+                    at: now,
+                    team_id,
+                    kind: "client_ingestion_warning",
+                    details: serde_json::json!({ "eventUuid": captured.uuid, "event": event, "distinctId": captured.distinct_id, "message": message }),
+                }),
+            }))
+        }
+        "$$heatmap" => Err(Box::new(Outcome::Dropped {
+            reason: "heatmap",
+            warning: None,
+        })),
+        _ => Ok(()),
+    }
+}
+
+/// `$ip` from the client's address unless the event has one, and never for a team that asked
+/// to anonymize. Before the transforms, so GeoIP sees the client's address, and never one the
+/// team asked to anonymize.
+fn client_ip(properties: &mut Map<String, Value>, ip: &str, anonymize: bool) {
+    if !properties.contains_key("$ip") && !ip.is_empty() {
+        properties.insert("$ip".into(), Value::String(ip.to_owned()));
+    }
+    if anonymize {
+        properties.remove("$ip");
+    }
+}
+
+/// The team's transforms, in order: they may change the name, the distinct id and the
+/// properties, or drop the event.
+fn run_plugins(
+    rules: &Rules,
+    team_id: i64,
+    uuid: Uuid,
+    event: String,
+    distinct_id: String,
+    properties: Map<String, Value>,
+) -> Step<(String, String, Map<String, Value>)> {
+    let Some(chain) = rules.plugins.0.get(&team_id) else {
+        return Ok((event, distinct_id, properties));
+    };
+    let input = PluginEvent::new(team_id, uuid, event, distinct_id, properties);
+    let out = match chain.run(input) {
+        ChainOutcome::Kept { event: out, failed } => {
+            for plugin in failed {
+                metrics::counter!("hogstream_plugin_failures_total", "plugin" => plugin)
+                    .increment(1);
+            }
+            out
+        }
+        ChainOutcome::Dropped(plugin) => {
+            metrics::counter!("hogstream_plugin_drops_total", "plugin" => plugin).increment(1);
+            return Err(Box::new(Outcome::Dropped {
+                reason: "plugin",
+                warning: None,
+            }));
+        }
+    };
+    let chars = out.distinct_id.chars().count();
+    if out.distinct_id.trim().is_empty() || chars > MAX_DISTINCT_ID_CHARS {
+        return Err(Box::new(Outcome::DeadLetter(format!(
+            "a plugin set an invalid distinct_id ({chars} chars)"
+        ))));
+    }
+    Ok((
+        sanitize_event_name(&out.event),
+        out.distinct_id,
+        out.properties,
+    ))
+}
+
+/// Whether the event processes its person: not when `forced` off (the capture header or the
+/// team's opt-out) or `$process_person_profile` is false; a person event (`$identify`…) that
+/// may not is dropped with a warning.
+fn person_processing(
+    context: &Context<'_>,
+    forced_off: bool,
+    properties: &Map<String, Value>,
+    warnings: &mut Vec<Warning>,
+) -> Step<bool> {
+    let mut process_person = !forced_off;
+    match properties.get("$process_person_profile") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => process_person = false,
+        Some(other) => warnings.push(context.warning(
+            "invalid_process_person_profile",
+            Some(("$process_person_profile", other)),
+        )),
+    }
+    if !process_person && PERSON_EVENTS.contains(&context.event) {
+        return Err(Box::new(Outcome::Dropped {
+            reason: "person_event_without_person_processing",
+            warning: Some(
+                context.warning("invalid_event_when_process_person_profile_is_false", None),
+            ),
+        }));
+    }
+    Ok(process_person)
+}
+
+/// `$set`/`$set_once` from the top level, `$sent_at`, lifted person properties; personless
+/// events and `$groupidentify` lose their person writes.
+fn person_properties(
+    data: &mut Map<String, Value>,
+    properties: &mut Map<String, Value>,
+    event: &str,
+    sent_at: Option<&str>,
+    process_person: bool,
+) {
+    merge_top_level(data, properties, "$set");
+    merge_top_level(data, properties, "$set_once");
+    if let Some(sent_at) = sent_at {
+        properties.insert("$sent_at".into(), Value::String(sent_at.to_owned()));
+    }
+    if event != "$snapshot" && event != "$performance_event" {
+        lift_person_properties(properties);
+    }
+    if !process_person || event == "$groupidentify" {
+        for k in ["$set", "$set_once", "$unset"] {
+            properties.remove(k);
+        }
+    }
+}
+
+/// The event's timestamp, or capture's receipt time with a warning when it is invalid.
+fn event_timestamp(
+    context: &Context<'_>,
+    text: &str,
+    warnings: &mut Vec<Warning>,
+) -> DateTime<Utc> {
+    parse_rfc3339(text).unwrap_or_else(|| {
+        warnings.push(Warning {
+            at: context.at,
+            team_id: context.team_id,
+            kind: "ignored_invalid_timestamp",
+            details: serde_json::json!({ "eventUuid": context.uuid, "field": "timestamp", "value": text }),
+        });
+        context.at
+    })
 }
 
 fn sanitize_event_name(name: &str) -> String {
@@ -767,5 +887,171 @@ mod tests {
             &rules,
         ));
         assert_eq!(e.properties["secret"], json!(1));
+    }
+
+    /// The steps one by one, with what each decides on its own.
+    mod steps {
+        use super::super::*;
+        use super::{captured, teams};
+        use serde_json::json;
+
+        /// A captured event of team 1 (`tok`), distinct id `d1`.
+        fn base() -> CapturedEvent {
+            serde_json::from_slice(&captured("tok", "e", json!({}))).unwrap()
+        }
+
+        fn context(event: &str) -> Context<'_> {
+            Context {
+                at: DateTime::from_timestamp(1_000, 0).unwrap(),
+                team_id: 1,
+                uuid: Uuid::from_u128(9),
+                event,
+                distinct_id: "d",
+            }
+        }
+
+        fn object(v: Value) -> Map<String, Value> {
+            match v {
+                Value::Object(m) => m,
+                other => panic!("not an object: {other}"),
+            }
+        }
+
+        #[test]
+        fn decode_sends_what_cannot_be_read_to_the_dead_letters() {
+            let reason = |o: Outcome| match o {
+                Outcome::DeadLetter(r) => r,
+                other => panic!("{other:?}"),
+            };
+            assert!(reason(*decode(b"nope").unwrap_err()).starts_with("undecodable"));
+            let mut c = CapturedEvent {
+                data: "[1]".into(),
+                ..base()
+            };
+            let payload = serde_json::to_vec(&c).unwrap();
+            assert!(reason(*decode(&payload).unwrap_err()).contains("not a JSON object"));
+            c.data = r#"{"event": "e"}"#.into();
+            let (_, data) = decode(&serde_json::to_vec(&c).unwrap()).unwrap();
+            assert_eq!(data["event"], "e");
+        }
+
+        #[test]
+        fn admit_names_why_an_event_is_not_let_in() {
+            let teams = teams();
+            let base = base();
+            let now = Utc::now();
+            let reason = |c: &CapturedEvent, drop: &[String]| match admit(c, now, &teams, drop)
+                .map_err(|e| *e)
+            {
+                Ok(team) => format!("team {}", team.id),
+                Err(Outcome::Dropped { reason, .. }) => reason.to_owned(),
+                Err(other) => panic!("{other:?}"),
+            };
+            assert_eq!(reason(&base, &[]), "team 1");
+            let no_token = CapturedEvent {
+                token: String::new(),
+                ..base.clone()
+            };
+            assert_eq!(reason(&no_token, &[]), "no_token");
+            let unknown = CapturedEvent {
+                token: "other".into(),
+                ..base.clone()
+            };
+            assert_eq!(reason(&unknown, &[]), "invalid_token");
+            assert_eq!(reason(&base, &["tok:d1".into()]), "drop_list");
+            assert_eq!(reason(&base, &["tok:d2".into()]), "team 1");
+            let long = CapturedEvent {
+                distinct_id: "x".repeat(MAX_DISTINCT_ID_CHARS + 1),
+                ..base
+            };
+            assert_eq!(reason(&long, &[]), "invalid_distinct_id");
+        }
+
+        #[test]
+        fn client_ip_fills_in_and_anonymizes() {
+            let mut p = Map::new();
+            client_ip(&mut p, "10.0.0.1", false);
+            assert_eq!(p["$ip"], "10.0.0.1");
+            let mut p = object(json!({"$ip": "1.2.3.4"}));
+            client_ip(&mut p, "10.0.0.1", false);
+            assert_eq!(p["$ip"], "1.2.3.4", "the event's own $ip wins");
+            client_ip(&mut p, "10.0.0.1", true);
+            assert!(!p.contains_key("$ip"));
+            let mut p = Map::new();
+            client_ip(&mut p, "", false);
+            assert!(p.is_empty());
+        }
+
+        #[test]
+        fn person_processing_warns_in_posthogs_words_and_order() {
+            let mut warnings = Vec::new();
+            let props = object(json!({"$process_person_profile": "yes"}));
+            assert!(person_processing(&context("e"), false, &props, &mut warnings).unwrap());
+            assert_eq!(warnings[0].kind, "invalid_process_person_profile");
+            // The details' text is stored; its key order is part of the output.
+            assert_eq!(
+                warnings[0].details.to_string(),
+                r#"{"eventUuid":"00000000-0000-0000-0000-000000000009","event":"e","distinctId":"d","$process_person_profile":"yes"}"#
+            );
+            let props = object(json!({"$process_person_profile": false}));
+            assert!(!person_processing(&context("e"), false, &props, &mut warnings).unwrap());
+            assert!(!person_processing(&context("e"), true, &Map::new(), &mut warnings).unwrap());
+            match person_processing(&context("$identify"), true, &Map::new(), &mut warnings)
+                .map_err(|e| *e)
+            {
+                Err(Outcome::Dropped { reason, warning }) => {
+                    assert_eq!(reason, "person_event_without_person_processing");
+                    assert_eq!(
+                        warning.unwrap().kind,
+                        "invalid_event_when_process_person_profile_is_false"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[test]
+        fn person_properties_join_lift_and_strip() {
+            let mut data = object(json!({"$set": {"a": 1}}));
+            let mut props = object(json!({"$set": {"a": 0, "b": 2}, "$browser": "Firefox"}));
+            person_properties(
+                &mut data,
+                &mut props,
+                "e",
+                Some("2026-01-01T00:00:00Z"),
+                true,
+            );
+            assert_eq!(
+                props["$set"],
+                json!({"a": 1, "b": 2, "$browser": "Firefox"})
+            );
+            assert_eq!(props["$set_once"], json!({"$initial_browser": "Firefox"}));
+            assert_eq!(props["$sent_at"], "2026-01-01T00:00:00Z");
+            for (event, process_person) in [("$groupidentify", true), ("e", false)] {
+                let mut props =
+                    object(json!({"$set": {"a": 1}, "$unset": ["b"], "$browser": "Firefox"}));
+                person_properties(&mut Map::new(), &mut props, event, None, process_person);
+                assert!(
+                    !props.contains_key("$set")
+                        && !props.contains_key("$set_once")
+                        && !props.contains_key("$unset"),
+                    "{event} {process_person}: {props:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn an_invalid_timestamp_becomes_the_receipt_time_with_a_warning() {
+            let mut warnings = Vec::new();
+            let c = context("e");
+            let t = event_timestamp(&c, "2026-01-01T00:00:05Z", &mut warnings);
+            assert_eq!(t.to_rfc3339(), "2026-01-01T00:00:05+00:00");
+            assert!(warnings.is_empty());
+            assert_eq!(event_timestamp(&c, "yesterday", &mut warnings), c.at);
+            assert_eq!(
+                warnings[0].details.to_string(),
+                r#"{"eventUuid":"00000000-0000-0000-0000-000000000009","field":"timestamp","value":"yesterday"}"#
+            );
+        }
     }
 }
