@@ -11,6 +11,9 @@
 //! events of one team, as the worker that owns the team does, with one state thread and with the
 //! default count. `cargo bench --bench persons -- stage` runs that section alone, each count
 //! three times (the median is printed): the quick check after a change to the stage.
+//!
+//! `cargo bench --bench persons -- identified` counts the rows that identified-only traffic
+//! (personless browsing, then a login) writes per user: override rows, persons, deletions.
 
 use std::{
     collections::HashMap,
@@ -219,6 +222,7 @@ fn stage_record(i: usize) -> SourceRecord {
         force_personless: false,
         payload: serde_json::to_vec(&captured).expect("encodes"),
         headers: Vec::new(),
+        replay: false,
     }
 }
 
@@ -281,6 +285,121 @@ fn stage_section(dir: &Path, state_threads: usize, runs: usize) {
     println!("| {state_threads} | {many:.0} ({:.1}x) |", many / one);
 }
 
+/// The events of identified-only user `i` (posthog-js `person_profiles: 'identified_only'`):
+/// three personless pageviews of the browser's anonymous id, a login (`$identify`), two events
+/// of the user. `late`: the pageviews arrive after the rest (a queue that flushed late).
+fn identified_only(i: usize, late: bool) -> Vec<PersonEvent> {
+    let anon = format!("anon-{i}");
+    let user = format!("user-{i}@example.com");
+    let at = |k: u64| {
+        Utc.timestamp_opt(1_790_000_000 + (i as i64) * 10 + k as i64, 0)
+            .unwrap()
+    };
+    let uuid = |k: u64| Uuid::from_u128((i as u128) << 8 | u128::from(k));
+    let personless = |k: u64| {
+        let props = json!({"$process_person_profile": false});
+        PersonEvent::from_event(
+            TEAM,
+            uuid(k),
+            at(k),
+            &anon,
+            "$pageview",
+            props.as_object().unwrap(),
+            false,
+        )
+    };
+    let person = |k: u64, name: &str, props: Value| {
+        PersonEvent::from_event(
+            TEAM,
+            uuid(k),
+            at(k),
+            &user,
+            name,
+            props.as_object().unwrap(),
+            true,
+        )
+    };
+    let mut events = vec![
+        personless(0),
+        personless(1),
+        personless(2),
+        person(
+            3,
+            "$identify",
+            json!({"$anon_distinct_id": anon, "$set": {"email": user}}),
+        ),
+        person(4, "$pageview", json!({"$set": {"plan": "free"}})),
+        person(5, "$pageview", json!({})),
+    ];
+    if late {
+        // The personless pageviews come after the login and the user's events.
+        events.rotate_left(3);
+    }
+    events
+}
+
+/// Override, person and deleted-person rows per identified user for identified-only traffic.
+fn identified_section(dir: &Path, users: usize) {
+    println!(
+        "\n## identified-only traffic: {users} users (3 personless pageviews, a login, 2 events each)"
+    );
+    println!(
+        "| run | override rows per user | person rows per user | deleted-person rows per user |"
+    );
+    println!("|---|---|---|---|");
+    let runs: [(&str, bool, bool); 3] = [
+        ("in time order", false, false),
+        (
+            "the pageviews arriving after the login, in a later batch",
+            true,
+            false,
+        ),
+        (
+            "every event read again after a crash (the previous rule for every new merge)",
+            false,
+            true,
+        ),
+    ];
+    for (run_no, (label, late, replay)) in runs.into_iter().enumerate() {
+        // A store of its own per run: a closed store's directory is not reused.
+        let dir = dir.join(format!("identified-{run_no}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = StateStore::open(&dir, CACHE_BYTES).expect("open the store");
+        let mut state = PersonState::new(store.clone(), HashMap::new()).expect("person state");
+        let (mut overrides, mut persons, mut deleted) = (0usize, 0usize, 0usize);
+        for start in (0..users).step_by(BATCH / 6) {
+            let events: Vec<PersonEvent> = (start..(start + BATCH / 6).min(users))
+                .flat_map(|i| identified_only(i, late))
+                .map(|e| PersonEvent { replay, ..e })
+                .collect();
+            // With `late`, each user's pageviews (rotated last) go in a batch of their own.
+            let (now, later): (Vec<_>, Vec<_>) = events
+                .into_iter()
+                .enumerate()
+                .partition(|(n, _)| !late || n % 6 < 3);
+            for batch in [now, later] {
+                let batch: Vec<PersonEvent> = batch.into_iter().map(|(_, e)| e).collect();
+                if batch.is_empty() {
+                    continue;
+                }
+                let out = run(&mut state, &store, batch);
+                let rows = &out.changes.persons;
+                overrides += rows.overrides.len();
+                persons += rows.persons.iter().filter(|p| !p.is_deleted).count();
+                deleted += rows.persons.iter().filter(|p| p.is_deleted).count();
+            }
+        }
+        let per = |n: usize| n as f64 / users as f64;
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} |",
+            per(overrides),
+            per(persons),
+            per(deleted)
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn main() {
     let arg = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let dir: PathBuf = std::env::var_os("HOGSTREAM_BENCH_DIR").map_or_else(
@@ -291,6 +410,10 @@ fn main() {
     let state_threads = std::thread::available_parallelism().map_or(2, usize::from);
     if arg.as_deref() == Some("stage") {
         stage_section(&dir, state_threads, 3);
+        return;
+    }
+    if arg.as_deref() == Some("identified") {
+        identified_section(&dir, 100_000);
         return;
     }
     let n: usize = arg.map_or(10_000_000, |a| a.parse().expect("the number of persons"));

@@ -7,27 +7,43 @@ mod common;
 
 use std::time::Duration;
 
-use common::persons::{PersonRow, at, check, history, object, send};
+use common::persons::{PersonRow, at, check, history, object, override_ids, send};
 use common::pipeline::{Pipeline, TEAM_ID};
-use hogstream_state::persons::reference::{Rng, final_state};
+use hogstream_event::ids::person_uuid;
+use hogstream_state::persons::reference::{Rng, final_state, sequential_overrides};
 use serde_json::json;
 use uuid::Uuid;
 
 #[test]
 fn orders_worker_and_process_counts_and_a_sigkill_give_the_reference_state() {
     let sent = history();
-    let expected = final_state(&sent.iter().map(|s| s.person.clone()).collect::<Vec<_>>());
+    let persons: Vec<_> = sent.iter().map(|s| s.person.clone()).collect();
+    let expected = final_state(&persons);
+    let overrides = sequential_overrides(&persons);
     // The history must exercise what it claims to.
     assert!(
         expected.persons.len() >= 15,
         "{} persons",
         expected.persons.len()
     );
-    assert!(
-        expected.overrides.len() >= 24,
-        "{} overrides",
-        expected.overrides.len()
+    assert!(overrides.len() >= 20, "{} overrides", overrides.len());
+    // Identified-only users: those whose personless browsing came first are named after it
+    // (PostHog's rule), the others after their login id.
+    let named_after_browsing = (0..12)
+        .filter(|u| {
+            let anon = person_uuid(TEAM_ID, &format!("io-anon-{u}"));
+            expected.persons.contains_key(&(TEAM_ID, anon))
+        })
+        .count();
+    assert_eq!(
+        named_after_browsing, 9,
+        "identified-only users named after their browsing (the other 3 browsed only later)"
     );
+    let io_overrides: std::collections::BTreeSet<String> = overrides
+        .keys()
+        .filter(|(_, d)| d.starts_with("io-"))
+        .map(|(_, d)| d.clone())
+        .collect();
     assert!(expected.persons.values().any(|p| !p.is_identified));
     assert!(expected.groups.len() >= 3);
 
@@ -106,6 +122,11 @@ fn orders_worker_and_process_counts_and_a_sigkill_give_the_reference_state() {
             }
         });
         check(&p, &sent, &expected, label);
+        if std::ptr::eq(order, by_time.as_slice()) {
+            // In time order, identified-only users get the override rows a sequential
+            // processor writes: none where their events already carry their person.
+            assert_eq!(override_ids(&p, "io-"), io_overrides, "{label}: overrides");
+        }
         let peers = format!("peers={}", processes * workers);
         assert!(p.engine_log().contains(&peers), "{label}: {peers}");
         drop(p);

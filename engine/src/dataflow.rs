@@ -233,6 +233,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
     let consumer = source::consumer(&shared.settings.kafka)?;
     let partitions =
         source::assigned_partitions(&consumer, &shared.settings.kafka.input_topics, index, peers)?;
+    let mut horizon = source::ReadHorizon::load(&shared.store, &partitions)?;
     let resume = source::assign(&consumer, &shared.store, &partitions)?;
     let shards = shards::shards_of_worker(index as u64, processes, workers);
     metrics::gauge!("hogstream_worker_shards", "worker" => index.to_string()).set(shards as f64);
@@ -304,7 +305,13 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), Engin
                 match consumer.poll(Duration::ZERO) {
                     Some(Ok(msg)) => {
                         ledger.read(msg.topic(), msg.partition(), msg.offset());
-                        input.send(source::to_record(&msg));
+                        let replay = horizon.read(
+                            &shared.store,
+                            msg.topic(),
+                            msg.partition(),
+                            msg.offset(),
+                        )?;
+                        input.send(source::to_record(&msg, replay));
                         read += 1;
                     }
                     Some(Err(e)) => {

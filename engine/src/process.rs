@@ -184,8 +184,9 @@ impl Processor {
 
         let person_events: Vec<PersonEvent> = events
             .par_iter()
-            .map(|(_, e)| {
-                PersonEvent::from_event(
+            .map(|(record, e)| PersonEvent {
+                replay: record.replay,
+                ..PersonEvent::from_event(
                     e.team_id,
                     e.uuid,
                     e.timestamp,
@@ -310,6 +311,7 @@ mod tests {
             force_personless: false,
             payload,
             headers: vec![("origin".into(), b"test".to_vec())],
+            replay: false,
         }
     }
 
@@ -384,8 +386,70 @@ mod tests {
         assert_eq!(out.distinct_ids.len(), 1);
     }
 
+    /// `user` identifies as `anon`.
+    fn identify_anon(uuid: u128) -> Vec<u8> {
+        captured(
+            uuid,
+            "user",
+            "$identify",
+            r#"{"properties":{"$anon_distinct_id":"anon"}}"#,
+        )
+    }
+
     #[test]
-    fn events_carry_their_person_groups_and_merges_write_overrides() {
+    fn a_login_after_personless_browsing_keeps_the_browsing_id_and_writes_no_override() {
+        let mut p = processor("identified-only");
+        let mut out = OutputBatch::default();
+        let personless = r#"{"properties":{"$process_person_profile":false}}"#;
+        p.process(
+            vec![record(1, captured(1, "anon", "$pageview", personless))],
+            &mut out,
+        );
+        p.process(vec![record(2, identify_anon(2))], &mut out);
+        let anon = person_uuid(9, "anon");
+        assert_eq!(
+            out.events[0].person_id, anon,
+            "stored personless, with its UUIDv5"
+        );
+        assert_eq!(
+            out.events[1].person_id, anon,
+            "PostHog's id for the new person"
+        );
+        assert!(out.overrides.is_empty(), "{:?}", out.overrides);
+        assert_eq!(out.persons.len(), 1);
+        assert_eq!(out.persons[0].id, anon);
+    }
+
+    #[test]
+    fn a_merge_read_again_after_a_crash_rewrites_its_overrides() {
+        // Below an earlier run's read horizon, the same merge may have written rows before a
+        // crash that the state never learnt of: every id of the component gets its override.
+        let mut p = processor("replayed-merge");
+        let mut out = OutputBatch::default();
+        let replayed = |offset, payload| SourceRecord {
+            replay: true,
+            ..record(offset, payload)
+        };
+        p.process(
+            vec![
+                replayed(1, captured(1, "anon", "$pageview", r#"{"properties":{}}"#)),
+                replayed(2, identify_anon(2)),
+            ],
+            &mut out,
+        );
+        let anon = person_uuid(9, "anon");
+        let mut ids: Vec<&str> = out
+            .overrides
+            .iter()
+            .map(|o| o.distinct_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["anon", "user"]);
+        assert!(out.overrides.iter().all(|o| o.person_id == anon));
+    }
+
+    #[test]
+    fn events_carry_their_person_and_groups_and_need_no_override_when_they_carry_it() {
         let mut p = processor("persons");
         let mut out = OutputBatch::default();
         p.process(
@@ -410,10 +474,8 @@ mod tests {
         assert_eq!(out.events[2].person_mode, person_mode::PROPERTYLESS);
         assert!(!out.events[2].properties.contains("$group_0"));
         assert!(out.warnings.is_empty(), "the identify merged: no warning");
-        // A merge in a new process lifetime also re-states anon's own mapping; what matters is
-        // that every override points at the surviving person and `user` has one.
-        assert!(out.overrides.iter().all(|o| o.person_id == anon));
-        assert!(out.overrides.iter().any(|o| o.distinct_id == "user"));
+        // Every event of both ids was stored with the surviving person: no override is needed.
+        assert!(out.overrides.is_empty(), "{:?}", out.overrides);
         assert_eq!(out.group_type_mappings.len(), 1);
         let mut versions: Vec<u64> = out.persons.iter().map(|r| r.version).collect();
         versions.dedup();

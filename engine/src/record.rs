@@ -19,4 +19,6 @@ pub struct SourceRecord {
     pub payload: Vec<u8>,
     /// The message's headers, kept so a dead letter (and its redrive) carries them on.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// An earlier run may have processed it before crashing ([`crate::source::ReadHorizon`]).
+    pub replay: bool,
 }

@@ -319,8 +319,58 @@ fn route(msg: &BorrowedMessage<'_>) -> u64 {
     }
 }
 
-pub fn to_record(msg: &BorrowedMessage<'_>) -> SourceRecord {
+/// How far each partition may have been read, by earlier runs and by this one. A message below
+/// the earlier runs' horizon may have been processed by a process that crashed before
+/// committing its offset, so rows of that attempt may exist: the person stage rewrites what
+/// such a message touches whole. The horizon is moved durably [`HORIZON_STEP`] ahead before
+/// any message past it is processed, so it always covers what a run read; after a clean stop,
+/// at most that many messages per partition are treated as possible replays.
+#[derive(Debug, Default)]
+pub struct ReadHorizon {
+    earlier: HashMap<(String, i32), i64>,
+    current: HashMap<(String, i32), i64>,
+}
+
+/// How far ahead of the messages being read the horizon is stored.
+pub const HORIZON_STEP: i64 = 100_000;
+
+impl ReadHorizon {
+    pub fn load(store: &StateStore, partitions: &[(String, i32)]) -> Result<Self, EngineError> {
+        let mut earlier = HashMap::new();
+        for (t, p) in partitions {
+            if let Some(h) = store.read_horizon(t, *p)? {
+                earlier.insert((t.clone(), *p), h);
+            }
+        }
+        Ok(Self {
+            current: earlier.clone(),
+            earlier,
+        })
+    }
+
+    /// Notes that the message at `offset` is about to be processed; `true` when an earlier
+    /// run may have processed it.
+    pub fn read(
+        &mut self,
+        store: &StateStore,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool, EngineError> {
+        let key = (topic.to_owned(), partition);
+        if self.current.get(&key).is_none_or(|h| offset >= *h) {
+            let horizon = offset + HORIZON_STEP;
+            store.store_read_horizon(topic, partition, horizon)?;
+            self.current.insert(key.clone(), horizon);
+        }
+        Ok(self.earlier.get(&key).is_some_and(|h| offset < *h))
+    }
+}
+
+/// The record of `msg`; `replay`: an earlier run may have processed it ([`ReadHorizon`]).
+pub fn to_record(msg: &BorrowedMessage<'_>, replay: bool) -> SourceRecord {
     SourceRecord {
+        replay,
         topic: msg.topic().to_owned(),
         partition: msg.partition(),
         offset: msg.offset(),
@@ -347,6 +397,31 @@ pub fn to_record(msg: &BorrowedMessage<'_>) -> SourceRecord {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_read_horizon_marks_what_an_earlier_run_may_have_processed() {
+        use super::{HORIZON_STEP, ReadHorizon, StateStore};
+        let dir = std::env::temp_dir().join(format!("hs-horizon-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = StateStore::open(&dir, 1 << 20).unwrap();
+        let parts = [("t".to_owned(), 0)];
+        let mut first = ReadHorizon::load(&store, &parts).unwrap();
+        assert!(
+            !first.read(&store, "t", 0, 0).unwrap(),
+            "a fresh store replays nothing"
+        );
+        assert!(!first.read(&store, "t", 0, 7).unwrap());
+        // A crash: the next run treats everything the first may have read as a replay.
+        let mut second = ReadHorizon::load(&store, &parts).unwrap();
+        assert!(second.read(&store, "t", 0, 7).unwrap());
+        assert!(second.read(&store, "t", 0, HORIZON_STEP - 1).unwrap());
+        assert!(!second.read(&store, "t", 0, HORIZON_STEP).unwrap());
+        let mut third = ReadHorizon::load(&store, &parts).unwrap();
+        assert!(third.read(&store, "t", 0, HORIZON_STEP + 5).unwrap());
+        assert!(!third.read(&store, "t", 0, 2 * HORIZON_STEP).unwrap());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use super::{KafkaError, RDKafkaErrorCode, checked_resume, while_coordinator_starts};
 
     /// A fresh broker answers "not coordinator" for a moment after it creates

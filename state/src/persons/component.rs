@@ -42,11 +42,52 @@ pub struct Component {
     pub distinct_ids: BTreeMap<String, DistinctIdState>,
     pub merges: BTreeSet<MergeEntry>,
     pub emitted: Emitted,
-    /// Distinct ids of merge attempts recorded since the last diff. Their mapping and override
-    /// are written again even when unchanged: before a crash, the same (then uncommitted)
-    /// attempt may have written rows the snapshot never learnt of.
-    #[serde(skip)]
-    restate: BTreeSet<String>,
+    // Fields below were added after the first release: they come last, so a record written
+    // before them fails to decode as this type and is read as a [`ComponentV1`].
+    /// Each distinct id's earliest personless event: it names a person made by a merge.
+    pub personless: BTreeMap<String, Stamp>,
+    /// The person ids each distinct id's stored events carry: an override row is needed only
+    /// where one of them is not the id's current person.
+    pub stored: BTreeMap<String, BTreeSet<Uuid>>,
+    /// Distinct ids that have an override row; it is re-pointed whenever their person changes.
+    pub overridden: BTreeSet<String>,
+}
+
+/// The record as written before `personless`, `stored` and `overridden` existed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ComponentV1 {
+    distinct_ids: BTreeMap<String, DistinctIdState>,
+    merges: BTreeSet<MergeEntry>,
+    emitted: Emitted,
+}
+
+impl ComponentV1 {
+    /// What the old rules imply: events carry the id's own UUIDv5 or the person last emitted,
+    /// and a linked component wrote an override for each of its ids.
+    pub fn upgrade(self, team_id: i64) -> Component {
+        let stored = self
+            .distinct_ids
+            .keys()
+            .map(|d| {
+                let mut carried = BTreeSet::from([person_uuid(team_id, d)]);
+                carried.extend(self.emitted.person_of.get(d).copied());
+                (d.clone(), carried)
+            })
+            .collect();
+        let overridden = if self.distinct_ids.len() > 1 {
+            self.distinct_ids.keys().cloned().collect()
+        } else {
+            BTreeSet::new()
+        };
+        Component {
+            distinct_ids: self.distinct_ids,
+            merges: self.merges,
+            emitted: self.emitted,
+            personless: BTreeMap::new(),
+            stored,
+            overridden,
+        }
+    }
 }
 
 /// A person with everything its rows need.
@@ -126,16 +167,12 @@ impl Component {
         match event.effective_merge() {
             Some((kind, other)) => {
                 self.distinct_ids.entry(other.to_owned()).or_default();
-                let new = self.merges.insert(MergeEntry {
+                self.merges.insert(MergeEntry {
                     stamp: event.stamp,
                     distinct_id: event.distinct_id.clone(),
                     other: other.to_owned(),
                     dangerous: kind == super::input::MergeKind::MergeDangerously,
                 });
-                if new {
-                    self.restate.insert(event.distinct_id.clone());
-                    self.restate.insert(other.to_owned());
-                }
             }
             None => {
                 let first = &mut did.first_plain;
@@ -144,8 +181,82 @@ impl Component {
         }
     }
 
+    /// Records a personless event of `distinct_id`; `true` when it is the id's earliest one
+    /// so far (the record must then be written).
+    pub fn record_personless(&mut self, distinct_id: &str, stamp: Stamp) -> bool {
+        self.distinct_ids.entry(distinct_id.to_owned()).or_default();
+        match self.personless.get_mut(distinct_id) {
+            Some(first) if *first <= stamp => false,
+            Some(first) => {
+                *first = stamp;
+                true
+            }
+            None => {
+                self.personless.insert(distinct_id.to_owned(), stamp);
+                true
+            }
+        }
+    }
+
+    /// A component of one distinct id that never took part in a merge: its events all carry
+    /// the id's own UUIDv5, which is therefore not recorded (most persons stay like this)
+    /// until the component is linked ([`Component::absorb`]).
+    fn is_single(&self) -> bool {
+        self.distinct_ids.len() == 1 && self.merges.is_empty()
+    }
+
+    /// What a single component's events carried, made explicit before it is linked.
+    fn settle_single(&mut self, team_id: i64) {
+        if !self.is_single() {
+            return;
+        }
+        let did = self.distinct_ids.keys().next().expect("one id").clone();
+        let used =
+            self.distinct_ids[&did].first_plain.is_some() || self.personless.contains_key(&did);
+        if used {
+            self.stored
+                .entry(did.clone())
+                .or_default()
+                .insert(person_uuid(team_id, &did));
+        }
+    }
+
+    /// Records that an event of `distinct_id` was stored with `person`; `true` when that is
+    /// new (the record must then be written).
+    pub fn record_stored(&mut self, team_id: i64, distinct_id: &str, person: Uuid) -> bool {
+        if self.is_single() && person == person_uuid(team_id, distinct_id) {
+            return false;
+        }
+        match self.stored.get_mut(distinct_id) {
+            Some(carried) => carried.insert(person),
+            None => {
+                self.stored
+                    .insert(distinct_id.to_owned(), BTreeSet::from([person]));
+                true
+            }
+        }
+    }
+
+    /// Whether an event of `distinct_id` was stored with `person`.
+    pub fn carried(&self, team_id: i64, distinct_id: &str, person: Uuid) -> bool {
+        (self.is_single() && person == person_uuid(team_id, distinct_id))
+            || self
+                .stored
+                .get(distinct_id)
+                .is_some_and(|carried| carried.contains(&person))
+    }
+
+    /// Whether an event of `distinct_id` was stored with a person other than `person`.
+    fn carries_other_than(&self, distinct_id: &str, person: Uuid) -> bool {
+        self.stored
+            .get(distinct_id)
+            .is_some_and(|carried| carried.iter().any(|p| *p != person))
+    }
+
     /// Joins another component into this one (their distinct ids were just linked).
-    pub fn absorb(&mut self, other: Component) {
+    pub fn absorb(&mut self, team_id: i64, mut other: Component) {
+        self.settle_single(team_id);
+        other.settle_single(team_id);
         for (did, state) in other.distinct_ids {
             let mine = self.distinct_ids.entry(did).or_default();
             mine.first_plain = match (mine.first_plain, state.first_plain) {
@@ -155,7 +266,14 @@ impl Component {
             mine.registers.join(&state.registers);
         }
         self.merges.extend(other.merges);
-        self.restate.extend(other.restate);
+        for (did, stamp) in other.personless {
+            let mine = self.personless.entry(did).or_insert(stamp);
+            *mine = (*mine).min(stamp);
+        }
+        for (did, carried) in other.stored {
+            self.stored.entry(did).or_default().extend(carried);
+        }
+        self.overridden.extend(other.overridden);
         if other.emitted.generation != self.emitted.generation {
             // One side's snapshot is from another lifetime: trust neither.
             self.emitted.generation = 0;
@@ -171,6 +289,7 @@ impl Component {
                 .iter()
                 .filter_map(|(d, s)| s.first_plain.map(|f| (d.as_str(), f))),
             &self.merges,
+            &self.personless,
         );
         let persons = identity
             .persons
@@ -199,23 +318,39 @@ impl Component {
     }
 
     /// The rows that bring ClickHouse from the last emitted state to `resolved`, and the new
-    /// emitted state. Overrides are written whenever a distinct id's person is not its own
-    /// UUIDv5, and kept (pointing at the current person) if it moves back, so events stored
-    /// with an interim person still join to the right one.
+    /// emitted state. An override row is written only for a distinct id some of whose stored
+    /// events carry another person than its current one (PostHog's rule: events that already
+    /// carry the right person need none), and kept, re-pointed at the current person, once
+    /// written.
     ///
-    /// The snapshot is trusted only within the process lifetime (`generation`) that wrote it. A
-    /// crash between ClickHouse's acknowledgement of a batch and the commit of its state leaves
-    /// rows the snapshot does not know about; so the first diff of a component after a restart
-    /// writes all of it, including deletions of every person the component could have created.
-    pub fn diff(&mut self, team_id: i64, resolved: &Resolved, generation: u64) -> PersonChanges {
+    /// The snapshot is trusted unless `replayed`: when this batch holds an event that may have
+    /// been processed before a crash, rows of that attempt may exist that the snapshot never
+    /// learnt of (the crash fell between ClickHouse's acknowledgement and the state commit).
+    /// The component is then written whole: every person, every mapping, an override for every
+    /// id of a linked component, and deletions of every person it could have created.
+    pub fn diff(
+        &mut self,
+        team_id: i64,
+        resolved: &Resolved,
+        generation: u64,
+        replayed: bool,
+    ) -> PersonChanges {
         let mut changes = PersonChanges::default();
-        let full = self.emitted.generation != generation;
+        let full = replayed;
         if full {
             // Hash 0 matches no content: every person is written again.
+            // Persons are named after ids with a person-processing event or a merge attempt;
+            // ids seen only in personless events never named one.
+            let named = |d: &str| {
+                self.merges
+                    .iter()
+                    .any(|m| m.distinct_id == d || m.other == d)
+            };
             let possible: BTreeMap<Uuid, u64> = self
                 .distinct_ids
-                .keys()
-                .map(|d| person_uuid(team_id, d))
+                .iter()
+                .filter(|(d, s)| s.first_plain.is_some() || named(d))
+                .map(|(d, _)| person_uuid(team_id, d))
                 .chain(self.emitted.persons.keys().copied())
                 .map(|id| (id, 0))
                 .collect();
@@ -253,27 +388,27 @@ impl Component {
         }
         self.emitted.persons = persons;
 
+        let linked = full && self.distinct_ids.len() > 1;
+        self.emitted.generation = generation;
         for p in &resolved.identity.persons {
             for did in &p.distinct_ids {
                 let before = self.emitted.person_of.insert(did.clone(), p.uuid);
-                let restate = self.restate.contains(did);
-                if before == Some(p.uuid) && !restate {
-                    continue;
-                }
                 let change = DistinctIdChange {
                     team_id,
                     distinct_id: did.clone(),
                     person_id: p.uuid,
                 };
-                let own = person_uuid(team_id, did);
-                let linked = full && self.distinct_ids.len() > 1;
-                if linked || restate || p.uuid != own || before.is_some_and(|b| b != own) {
+                let has_row = self.overridden.contains(did);
+                let needed = linked || has_row || self.carries_other_than(did, p.uuid);
+                if needed && (linked || !has_row || before != Some(p.uuid)) {
                     changes.overrides.push(change.clone());
+                    self.overridden.insert(did.clone());
                 }
-                changes.distinct_ids.push(change);
+                if before != Some(p.uuid) {
+                    changes.distinct_ids.push(change);
+                }
             }
         }
-        self.restate.clear();
         changes
     }
 }

@@ -5,7 +5,9 @@
 //! included, because a refusal still marks a person identified) and, per distinct id, its
 //! earliest ordinary person-processing event (the only one that can create a person). Both
 //! are sets that re-applying an event cannot change, so the replay of the same entries always
-//! gives the same persons, whatever order the events arrived in.
+//! gives the same persons, whatever order the events arrived in. The earliest personless event
+//! of each distinct id is a further input: it decides the name of a person made by a merge of
+//! two ids that had none (PostHog's personless distinct-id record).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -60,14 +62,16 @@ enum Step<'a> {
 }
 
 /// Working state of a replay; persons absorbed by a merge become `None`.
-struct Replay {
+struct Replay<'p> {
     team_id: i64,
+    /// Each distinct id's earliest personless event.
+    personless: &'p BTreeMap<String, Stamp>,
     persons: Vec<Option<ReplayedPerson>>,
     person_of: HashMap<String, usize>,
     refused: HashSet<Stamp>,
 }
 
-impl Replay {
+impl Replay<'_> {
     fn create(&mut self, stamp: Stamp, distinct_ids: &[&str]) -> usize {
         let idx = self.persons.len();
         self.persons.push(Some(ReplayedPerson {
@@ -99,7 +103,16 @@ impl Replay {
         let from = self.person_of.get(&m.other).copied();
         match (into, from) {
             (None, None) => {
-                let p = self.create(m.stamp, &[&m.distinct_id, &m.other]);
+                // PostHog names the person so that events already stored need no override: after
+                // the other id when only it was used by personless events before this merge
+                // (they carry its UUIDv5), else after the event's id.
+                let before = |d: &str| self.personless.get(d).is_some_and(|s| *s < m.stamp);
+                let ids = if before(&m.other) && !before(&m.distinct_id) {
+                    [m.other.as_str(), m.distinct_id.as_str()]
+                } else {
+                    [m.distinct_id.as_str(), m.other.as_str()]
+                };
+                let p = self.create(m.stamp, &ids);
                 self.person(p).is_identified = true;
             }
             (Some(p), None) => self.adopt(p, &m.other),
@@ -131,11 +144,13 @@ impl Replay {
     }
 }
 
-/// Replays a component: `first_plain` holds each distinct id's earliest ordinary event.
+/// Replays a component: `first_plain` holds each distinct id's earliest ordinary event,
+/// `personless` its earliest personless one.
 pub fn replay<'a>(
     team_id: i64,
     first_plain: impl IntoIterator<Item = (&'a str, Stamp)>,
     merges: &'a BTreeSet<MergeEntry>,
+    personless: &BTreeMap<String, Stamp>,
 ) -> Identity {
     // Ties cannot happen between different events (their uuids differ); the distinct id only
     // makes the order total.
@@ -148,6 +163,7 @@ pub fn replay<'a>(
     }
     let mut r = Replay {
         team_id,
+        personless,
         persons: Vec::new(),
         person_of: HashMap::new(),
         refused: HashSet::new(),
@@ -202,7 +218,7 @@ mod tests {
     #[test]
     fn anonymous_then_identify_keeps_the_anonymous_person() {
         let merges = BTreeSet::from([m(2, "user", "anon")]);
-        let id = replay(1, [("anon", st(1))], &merges);
+        let id = replay(1, [("anon", st(1))], &merges, &BTreeMap::new());
         assert_eq!(id.persons.len(), 1);
         let p = id.person_of("user").unwrap();
         assert_eq!(p.uuid, person_uuid(1, "anon"));
@@ -214,7 +230,12 @@ mod tests {
     fn a_second_identify_into_an_identified_person_is_refused() {
         // anon is identified as u1, then identified again as u2: refused, u2 is its own person.
         let merges = BTreeSet::from([m(2, "u1", "anon"), m(4, "u2", "anon")]);
-        let id = replay(1, [("anon", st(1)), ("u2", st(3))], &merges);
+        let id = replay(
+            1,
+            [("anon", st(1)), ("u2", st(3))],
+            &merges,
+            &BTreeMap::new(),
+        );
         assert_eq!(id.persons.len(), 2);
         assert_eq!(id.person_of("u1").unwrap().uuid, person_uuid(1, "anon"));
         let u2 = id.person_of("u2").unwrap();
@@ -228,7 +249,12 @@ mod tests {
         let mut dangerous = m(4, "u2", "anon");
         dangerous.dangerous = true;
         let merges = BTreeSet::from([m(2, "u1", "anon"), dangerous]);
-        let id = replay(1, [("anon", st(1)), ("u2", st(3))], &merges);
+        let id = replay(
+            1,
+            [("anon", st(1)), ("u2", st(3))],
+            &merges,
+            &BTreeMap::new(),
+        );
         assert_eq!(id.persons.len(), 1);
         let p = id.person_of("anon").unwrap();
         assert_eq!(p.uuid, person_uuid(1, "u2"), "the event's person survives");
@@ -238,9 +264,33 @@ mod tests {
     #[test]
     fn a_merge_of_two_unknown_ids_creates_one_person_named_after_the_event_id() {
         let merges = BTreeSet::from([m(5, "user", "anon")]);
-        let id = replay(1, [("anon", st(6))], &merges);
+        let id = replay(1, [("anon", st(6))], &merges, &BTreeMap::new());
         assert_eq!(id.persons.len(), 1);
         assert_eq!(id.person_of("anon").unwrap().uuid, person_uuid(1, "user"));
         assert_eq!(id.person_of("anon").unwrap().creator, st(5));
+    }
+
+    #[test]
+    fn a_merge_after_personless_browsing_names_the_person_after_the_browsed_id() {
+        let merges = BTreeSet::from([m(5, "user", "anon")]);
+        let named = |personless: &[(&str, i64)]| {
+            let personless = personless
+                .iter()
+                .map(|(d, t)| ((*d).to_owned(), st(*t)))
+                .collect();
+            let id = replay(1, [], &merges, &personless);
+            assert_eq!(id.persons.len(), 1);
+            let p = id.person_of("user").unwrap();
+            assert!(p.is_identified);
+            assert_eq!(p.creator, st(5));
+            p.uuid
+        };
+        assert_eq!(named(&[("anon", 2)]), person_uuid(1, "anon"));
+        assert_eq!(named(&[]), person_uuid(1, "user"));
+        // Personless use after the merge: the event found the person, it carries its id.
+        assert_eq!(named(&[("anon", 6)]), person_uuid(1, "user"));
+        // Both used personless: the event's id, as PostHog does (the other gets an override).
+        assert_eq!(named(&[("anon", 2), ("user", 3)]), person_uuid(1, "user"));
+        assert_eq!(named(&[("user", 3)]), person_uuid(1, "user"));
     }
 }

@@ -68,6 +68,10 @@ pub struct PersonEvent {
     /// `$groups`: group type → group key.
     pub groups: Vec<(String, String)>,
     pub group_identify: Option<GroupIdentify>,
+    /// The event may have been processed before, by a process that crashed before committing
+    /// the state (its offset is below the end its partition had when this process started):
+    /// its components then rewrite all their rows, because rows of that attempt may exist.
+    pub replay: bool,
 }
 
 /// Ids PostHog refuses to merge (`cannot_merge_with_illegal_distinct_id`).
@@ -170,6 +174,7 @@ impl PersonEvent {
             unset,
             groups,
             group_identify,
+            replay: false,
         }
     }
 
@@ -277,6 +282,7 @@ mod tests {
             unset: vec![],
             groups: vec![],
             group_identify: None,
+            replay: false,
         };
         assert_eq!(mk("a", "a").effective_merge(), None);
         assert_eq!(mk("a", "null").effective_merge(), None);

@@ -3,7 +3,7 @@
 //! properties are per-key registers. It shares nothing with the production path but the
 //! input parsing (`PersonEvent`, `effective_merge`) and the UUIDv5 rule.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use hogstream_event::ids::person_uuid;
@@ -27,15 +27,22 @@ pub struct FinalGroup {
     pub created_at: DateTime<Utc>,
 }
 
-/// The state the guarantee compares: persons, distinct id → person, distinct ids whose person
-/// is not their own UUIDv5 (overrides), and groups by (type name, key).
+/// The state the guarantee compares: persons, distinct id → person, the person each event
+/// joins to (its stored person id, or its distinct id's override when there is one), and
+/// groups by (type name, key).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FinalState {
     pub persons: BTreeMap<(i64, Uuid), FinalPerson>,
     pub distinct_ids: BTreeMap<(i64, String), Uuid>,
-    pub overrides: BTreeMap<(i64, String), Uuid>,
+    /// (team, event uuid) → the person the event joins to.
+    pub event_persons: BTreeMap<(i64, Uuid), Uuid>,
     pub groups: BTreeMap<(i64, String, String), FinalGroup>,
 }
+
+/// The override rows of a sequential processor: distinct ids some of whose events were stored
+/// with a person other than the id's final one (PostHog writes none where every event already
+/// carries it). Events processed out of order may need more; never fewer.
+pub type Overrides = BTreeMap<(i64, String), Uuid>;
 
 #[derive(Debug, Clone)]
 struct Person {
@@ -118,6 +125,10 @@ type GroupRegisters = (Stamp, HashMap<String, (Stamp, Value)>);
 struct Team {
     persons: Vec<Option<Person>>,
     person_of: HashMap<String, usize>,
+    /// Distinct ids used by a personless event while they had no person.
+    personless: HashSet<String>,
+    /// Per distinct id, the person ids its events were stored with, and its events.
+    stored: HashMap<String, (HashSet<Uuid>, Vec<Uuid>)>,
     /// Group type name, key → (created, latest write per key).
     groups: BTreeMap<(String, String), GroupRegisters>,
 }
@@ -136,11 +147,18 @@ impl Team {
         self.persons[idx].as_mut().expect("live")
     }
 
-    fn event(&mut self, e: &PersonEvent) {
-        if !e.process_person {
-            return;
-        }
+    /// Applies one event; returns the person id it is stored with.
+    fn event(&mut self, e: &PersonEvent) -> Uuid {
         let me = e.distinct_id.as_str();
+        if !e.process_person {
+            return match self.person_of.get(me) {
+                Some(&p) => self.live(p).uuid,
+                None => {
+                    self.personless.insert(me.to_owned());
+                    person_uuid(e.team_id, me)
+                }
+            };
+        }
         let target = match e.effective_merge() {
             None => match self.person_of.get(me) {
                 Some(&p) => p,
@@ -150,6 +168,13 @@ impl Team {
                 let into = self.person_of.get(me).copied();
                 let from = self.person_of.get(other).copied();
                 let p = match (into, from) {
+                    // Named after the other id when only it was used personless (its events
+                    // carry its UUIDv5), else after the event's id.
+                    (None, None)
+                        if self.personless.contains(other) && !self.personless.contains(me) =>
+                    {
+                        self.create(e.team_id, &[other, me], e)
+                    }
                     (None, None) => self.create(e.team_id, &[me, other], e),
                     (Some(p), None) => {
                         self.person_of.insert(other.to_owned(), p);
@@ -180,6 +205,13 @@ impl Team {
             }
         };
         self.live(target).apply(e);
+        self.live(target).uuid
+    }
+
+    fn store(&mut self, e: &PersonEvent, person: Uuid) {
+        let (carried, events) = self.stored.entry(e.distinct_id.clone()).or_default();
+        carried.insert(person);
+        events.push(e.stamp.uuid());
     }
 
     fn group_identify(&mut self, e: &PersonEvent) {
@@ -198,16 +230,39 @@ impl Team {
 
 /// The final state of applying `events` in the reference order.
 pub fn final_state(events: &[PersonEvent]) -> FinalState {
+    sequential(events).0
+}
+
+/// The override rows a sequential processor writes for `events` (see [`Overrides`]).
+pub fn sequential_overrides(events: &[PersonEvent]) -> Overrides {
+    sequential(events).1
+}
+
+fn sequential(events: &[PersonEvent]) -> (FinalState, Overrides) {
     let mut sorted: Vec<&PersonEvent> = events.iter().collect();
     sorted.sort_by(|a, b| (a.stamp, &a.distinct_id).cmp(&(b.stamp, &b.distinct_id)));
     let mut teams: BTreeMap<i64, Team> = BTreeMap::new();
     for e in sorted {
         let team = teams.entry(e.team_id).or_default();
-        team.event(e);
+        let person = team.event(e);
+        team.store(e, person);
         team.group_identify(e);
     }
     let mut out = FinalState::default();
+    let mut overrides = Overrides::new();
     for (team_id, team) in teams {
+        for (did, (carried, events)) in &team.stored {
+            let person = match team.person_of.get(did) {
+                Some(&idx) => team.persons[idx].as_ref().expect("live").uuid,
+                None => person_uuid(team_id, did),
+            };
+            for uuid in events {
+                out.event_persons.insert((team_id, *uuid), person);
+            }
+            if carried.iter().any(|p| *p != person) {
+                overrides.insert((team_id, did.clone()), person);
+            }
+        }
         for p in team.persons.iter().flatten() {
             out.persons.insert(
                 (team_id, p.uuid),
@@ -221,9 +276,6 @@ pub fn final_state(events: &[PersonEvent]) -> FinalState {
         for (did, &idx) in &team.person_of {
             let uuid = team.persons[idx].as_ref().expect("live").uuid;
             out.distinct_ids.insert((team_id, did.clone()), uuid);
-            if uuid != person_uuid(team_id, did) {
-                out.overrides.insert((team_id, did.clone()), uuid);
-            }
         }
         for ((t, k), (created, props)) in team.groups {
             out.groups.insert(
@@ -240,7 +292,7 @@ pub fn final_state(events: &[PersonEvent]) -> FinalState {
             );
         }
     }
-    out
+    (out, overrides)
 }
 
 /// A small deterministic generator (splitmix64) for generated histories, orders and batchings:

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    component::{Component, PersonChanges, Resolved},
+    component::{Component, ComponentV1, PersonChanges, Resolved},
     groups::{GroupState, GroupTypes},
     input::PersonEvent,
 };
@@ -188,7 +188,13 @@ type CompKey = (i64, String);
 #[derive(Default)]
 struct Work {
     comps: HashMap<CompKey, Component>,
+    /// Components to resolve, diff and write.
     touched: BTreeSet<CompKey>,
+    /// Components of events that may have been processed before a crash: written whole.
+    replayed: BTreeSet<CompKey>,
+    /// Components whose record changed without a possible change of their persons (a first
+    /// personless event, a person carried by stored events): written, not diffed.
+    dirty: BTreeSet<CompKey>,
     removed: Vec<CompKey>,
     /// Index changes: `None` when the distinct id is its component's id.
     index: HashMap<CompKey, Option<String>>,
@@ -275,12 +281,31 @@ impl PersonState {
         let decoded = comps
             .into_par_iter()
             .map(|k| {
-                let c = this.load(&key(COMPONENT, k.0, k.1.as_bytes()))?;
+                let c = this.load_component(&k)?;
                 Ok((k, c))
             })
             .collect::<Result<Vec<(CompKey, Component)>, StateError>>()?;
         work.comps.extend(decoded);
         Ok(())
+    }
+
+    /// A component record, of the current layout or of the first ([`ComponentV1`]).
+    fn load_component(&self, k: &CompKey) -> Result<Component, StateError> {
+        let record = key(COMPONENT, k.0, k.1.as_bytes());
+        let Some(bytes) = self.get(&record)? else {
+            return Ok(Component::default());
+        };
+        postcard::from_bytes::<Component>(&bytes).or_else(|current| {
+            postcard::from_bytes::<ComponentV1>(&bytes)
+                .map(|v1| v1.upgrade(k.0))
+                .map_err(|first| StateError::Corrupt {
+                    cf: crate::store::CF_PERSONS,
+                    detail: format!(
+                        "component {}: {current} (as the first layout: {first})",
+                        k.1
+                    ),
+                })
+        })
     }
 
     fn load<T: DeserializeOwned + Default>(&self, k: &[u8]) -> Result<T, StateError> {
@@ -306,7 +331,7 @@ impl PersonState {
 
     fn comp<'w>(&self, work: &'w mut Work, k: &CompKey) -> Result<&'w mut Component, StateError> {
         if !work.comps.contains_key(k) {
-            let c = self.load(&key(COMPONENT, k.0, k.1.as_bytes()))?;
+            let c = self.load_component(k)?;
             work.comps.insert(k.clone(), c);
         }
         Ok(work.comps.get_mut(k).expect("just inserted"))
@@ -332,8 +357,12 @@ impl PersonState {
         work.comps
             .get_mut(&keep)
             .expect("loaded above")
-            .absorb(absorbed);
+            .absorb(keep.0, absorbed);
         work.touched.remove(&gone);
+        work.dirty.remove(&gone);
+        if work.replayed.remove(&gone) {
+            work.replayed.insert(keep.clone());
+        }
         work.removed.push(gone);
         work.touched.insert(keep.clone());
         Ok(keep)
@@ -402,6 +431,21 @@ impl PersonState {
         Ok(())
     }
 
+    /// Records a personless event's distinct id with its time: a merge that makes its first
+    /// person names it after an id used this way before (see `identity`).
+    fn record_personless(&self, work: &mut Work, e: &PersonEvent) -> Result<(), StateError> {
+        let k = (e.team_id, self.comp_id(work, e.team_id, &e.distinct_id)?);
+        let comp = self.comp(work, &k)?;
+        if comp.record_personless(&e.distinct_id, e.stamp) {
+            if comp.merges.is_empty() {
+                work.dirty.insert(k);
+            } else {
+                work.touched.insert(k);
+            }
+        }
+        Ok(())
+    }
+
     fn prune_overlay(&mut self) {
         let committed = self.committed.load(Ordering::Acquire);
         while self.queue.front().is_some_and(|(s, _)| *s <= committed) {
@@ -421,6 +465,15 @@ impl PersonState {
         for e in events.iter().filter(|e| e.process_person) {
             self.record(&mut work, e)?;
         }
+        for e in events.iter().filter(|e| !e.process_person) {
+            self.record_personless(&mut work, e)?;
+        }
+        for e in events.iter().filter(|e| e.replay) {
+            let k = (e.team_id, self.comp_id(&work, e.team_id, &e.distinct_id)?);
+            self.comp(&mut work, &k)?;
+            work.touched.insert(k.clone());
+            work.replayed.insert(k);
+        }
 
         let mut out = Processed::default();
         // Touched components are taken out of `work` to be resolved and diffed in parallel,
@@ -434,11 +487,12 @@ impl PersonState {
             })
             .collect();
         let generation = self.generation;
+        let replayed = &work.replayed;
         let results: Vec<(Resolved, PersonChanges)> = touched
             .par_iter_mut()
             .map(|(k, comp)| {
                 let r = comp.resolve(k.0);
-                let changes = comp.diff(k.0, &r, generation);
+                let changes = comp.diff(k.0, &r, generation, replayed.contains(k));
                 (r, changes)
             })
             .collect();
@@ -463,15 +517,14 @@ impl PersonState {
             .map(|k| {
                 let r = match comps.get(k) {
                     Some(c) => c.resolve(k.0),
-                    None => this
-                        .load::<Component>(&key(COMPONENT, k.0, k.1.as_bytes()))?
-                        .resolve(k.0),
+                    None => this.load_component(k)?.resolve(k.0),
                 };
                 Ok((k.clone(), r))
             })
             .collect::<Result<Vec<(CompKey, Resolved)>, StateError>>()?;
         resolved.extend(more);
 
+        let mut carried = Vec::with_capacity(events.len());
         for (e, k) in events.iter().zip(&keys) {
             if let Some(kind) = merge_warning(e, &resolved[k]) {
                 let other = e
@@ -525,7 +578,24 @@ impl PersonState {
                     groups: Vec::new(),
                 },
             };
+            carried.push(ep.id);
             out.events.push(ep);
+        }
+        // What each event was stored with decides later whether its id needs an override.
+        // Most events carry a person their id's events already carried: a lookup, no write.
+        for ((e, k), person) in events.iter().zip(&keys).zip(carried) {
+            let known = work
+                .comps
+                .get(k)
+                .is_some_and(|c| c.carried(k.0, &e.distinct_id, person));
+            if !known
+                && self
+                    .comp(&mut work, k)?
+                    .record_stored(k.0, &e.distinct_id, person)
+                && !work.touched.contains(k)
+            {
+                work.dirty.insert(k.clone());
+            }
         }
 
         for ((team_id, index, group_key_text), g) in &mut work.groups {
@@ -580,7 +650,9 @@ impl PersonState {
         }
         let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = work
             .touched
-            .par_iter()
+            .union(&work.dirty)
+            .collect::<Vec<_>>()
+            .into_par_iter()
             .map(|k| {
                 let record = encode(&work.comps[k]);
                 (key(COMPONENT, k.0, k.1.as_bytes()), Some(record))

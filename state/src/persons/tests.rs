@@ -17,7 +17,9 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    reference::{FinalGroup, FinalPerson, FinalState, Rng, final_state},
+    reference::{
+        FinalGroup, FinalPerson, FinalState, Overrides, Rng, final_state, sequential_overrides,
+    },
     *,
 };
 use crate::StateStore;
@@ -45,10 +47,21 @@ struct ClickHouse {
     overrides: BTreeMap<(i64, String), Uuid>,
     groups: BTreeMap<(i64, u8, String), FinalGroup>,
     types: BTreeMap<(i64, u8), String>,
+    /// (team, event uuid) → (distinct id, person id): the events table, latest row wins.
+    events: BTreeMap<(i64, Uuid), (String, Uuid)>,
 }
 
 impl ClickHouse {
-    fn store(&mut self, c: &Changes) {
+    /// Stores a batch's rows: its events with the persons they were given, and the changes.
+    fn store(&mut self, batch: &[PersonEvent], out: &Processed) {
+        for (e, p) in batch.iter().zip(&out.events) {
+            self.events
+                .insert((e.team_id, e.stamp.uuid()), (e.distinct_id.clone(), p.id));
+        }
+        self.store_changes(&out.changes);
+    }
+
+    fn store_changes(&mut self, c: &Changes) {
         for p in &c.persons.persons {
             let row = FinalPerson {
                 // What ClickHouse holds is the text; the reference compares its parsed form.
@@ -91,11 +104,14 @@ impl ClickHouse {
                 .map(|(k, (_, p))| (*k, p.clone()))
                 .collect(),
             distinct_ids: self.distinct_ids.clone(),
-            overrides: self
-                .overrides
+            // What a query joining the overrides sees.
+            event_persons: self
+                .events
                 .iter()
-                .filter(|((t, d), p)| **p != person_uuid(*t, d))
-                .map(|(k, v)| (k.clone(), *v))
+                .map(|((t, uuid), (did, person))| {
+                    let joined = self.overrides.get(&(*t, did.clone())).unwrap_or(person);
+                    ((*t, *uuid), *joined)
+                })
                 .collect(),
             groups: self
                 .groups
@@ -104,6 +120,21 @@ impl ClickHouse {
                 .collect(),
         }
     }
+}
+
+/// Feeds `events` one at a time in the reference order, without crashes, and returns what
+/// ClickHouse ends up holding and its override rows.
+fn run_in_order(events: &[PersonEvent]) -> (FinalState, Overrides) {
+    let mut sorted = events.to_vec();
+    sorted.sort_by(|a, b| (a.stamp, &a.distinct_id).cmp(&(b.stamp, &b.distinct_id)));
+    let mut ch = ClickHouse::default();
+    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    for e in &sorted {
+        let out = state.process(std::slice::from_ref(e)).unwrap();
+        ch.store(std::slice::from_ref(e), &out);
+        out.writes.commit(store()).unwrap();
+    }
+    (ch.final_state(), ch.overrides.clone())
 }
 
 /// Feeds `events` in a random order and batching, with random crashes, and returns what
@@ -130,8 +161,8 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
         unacked.push((batch, out));
         if rng.below(10) < 6 {
             // The sink acknowledges in order: rows stored, then the state committed.
-            for (_, out) in unacked.drain(..) {
-                ch.store(&out.changes);
+            for (batch, out) in unacked.drain(..) {
+                ch.store(&batch, &out);
                 out.writes.commit(store()).unwrap();
             }
         } else if crashes && rng.below(10) == 0 {
@@ -140,18 +171,20 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
             let mut reread = Vec::new();
             for (batch, out) in unacked.drain(..) {
                 if rng.below(2) == 0 {
-                    ch.store(&out.changes);
+                    ch.store(&batch, &out);
                 }
                 reread.extend(batch);
             }
-            for e in reread.into_iter().rev() {
+            // Read again, below the offsets the partitions had at the restart: marked so.
+            for mut e in reread.into_iter().rev() {
+                e.replay = true;
                 queue.push_front(e);
             }
             state = PersonState::new(store().clone(), HashMap::new()).unwrap();
         }
     }
-    for (_, out) in unacked {
-        ch.store(&out.changes);
+    for (batch, out) in unacked {
+        ch.store(&batch, &out);
         out.writes.commit(store()).unwrap();
     }
     ch.final_state()
@@ -188,7 +221,7 @@ fn kind() -> impl Strategy<Value = Kind> {
     let did = 0..DIDS.len();
     prop_oneof![
         10 => Just(Kind::Plain),
-        1 => Just(Kind::Personless),
+        5 => Just(Kind::Personless),
         3 => did.clone().prop_map(Kind::Identify),
         2 => did.clone().prop_map(Kind::Alias),
         1 => did.prop_map(Kind::Dangerous),
@@ -313,6 +346,12 @@ proptest! {
             let got = pool.install(|| run(&events, &mut rng, run_no > 0));
             prop_assert_eq!(got, expected, "run {}", run_no);
         }
+        // In order, the override rows are exactly a sequential processor's: none for an id
+        // whose events all carry its final person.
+        let events = rebase(&events, fresh_team());
+        let (got, overrides) = run_in_order(&events);
+        prop_assert_eq!(got, final_state(&events), "in order");
+        prop_assert_eq!(overrides, sequential_overrides(&events), "in order");
     }
 }
 
@@ -361,7 +400,7 @@ fn an_identified_user_keeps_the_anonymous_history_and_the_newest_value() {
     let mut ch = ClickHouse::default();
     for ev in history.iter().rev() {
         let out = state.process(std::slice::from_ref(ev)).unwrap();
-        ch.store(&out.changes);
+        ch.store(std::slice::from_ref(ev), &out);
         out.writes.commit(store()).unwrap();
     }
     let got = ch.final_state();
@@ -377,7 +416,7 @@ fn an_identified_user_keeps_the_anonymous_history_and_the_newest_value() {
     );
     assert!(person.is_identified);
     assert_eq!(person.created_at, at(1));
-    assert_eq!(got.overrides.get(&(team, "user".into())), Some(&anon));
+    assert_eq!(ch.overrides.get(&(team, "user".into())), Some(&anon));
     assert_eq!(got.persons.len(), 1);
 }
 
@@ -438,4 +477,53 @@ fn refused_and_illegal_merges_raise_posthogs_warnings() {
         at(4),
         "the event's time, the same on a replay"
     );
+}
+
+#[test]
+fn personless_browsing_that_arrives_after_the_login_renames_the_person() {
+    let team = fresh_team();
+    let personless = |n: u128, s: i64| {
+        PersonEvent::from_event(
+            team,
+            Uuid::from_u128(n),
+            at(s),
+            "anon",
+            "$pageview",
+            &obj_of(json!({})),
+            false,
+        )
+    };
+    let login = at_event(
+        team,
+        3,
+        3,
+        "user",
+        "$identify",
+        json!({"$anon_distinct_id": "anon"}),
+    );
+    let later = at_event(team, 4, 4, "user", "$pageview", json!({}));
+    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    let mut ch = ClickHouse::default();
+    let first = vec![login.clone(), later.clone()];
+    let out = state.process(&first).unwrap();
+    ch.store(&first, &out);
+    out.writes.commit(store()).unwrap();
+    let user = person_uuid(team, "user");
+    assert_eq!(out.events[0].id, user, "no personless use known yet");
+    let late = vec![personless(1, 1), personless(2, 2)];
+    let out = state.process(&late).unwrap();
+    ch.store(&late, &out);
+    out.writes.commit(store()).unwrap();
+    let anon = person_uuid(team, "anon");
+    let all = [first, late].concat();
+    assert_eq!(ch.final_state(), final_state(&all));
+    assert!(ch.persons[&(team, user)].0, "the first person is deleted");
+    assert!(!ch.persons[&(team, anon)].0);
+    // The user's events carry the first person: they need the override; anon's carry the final.
+    assert_eq!(ch.overrides.get(&(team, "user".into())), Some(&anon));
+    assert_eq!(ch.overrides.get(&(team, "anon".into())), None);
+    // Read again from the store, in a new lifetime: the record decodes.
+    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    let again = state.process(&[personless(5, 5)]).unwrap();
+    assert_eq!(again.events[0].id, anon);
 }
