@@ -49,7 +49,7 @@ impl Config {
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         if config.capture.kafka.bootstrap_servers
-            == hogstream_capture::config::KafkaConfig::default().bootstrap_servers
+            == hogstream_capture::config::ProducerConfig::default().bootstrap_servers
         {
             config.capture.kafka.bootstrap_servers = config.kafka.brokers.clone();
         }

@@ -499,7 +499,7 @@ fn would_fail(config: &Config, teams: &Teams, payload: &[u8]) -> Option<String> 
     let rules = Rules {
         drop_events: config.engine.drop_events.clone(),
         // The configuration was validated at load, so the chains build.
-        plugins: hogstream_engine::normalize::Plugins(
+        transforms: hogstream_engine::normalize::TeamTransforms(
             crate::plugins::registry()
                 .check(&config.plugins, &team_ids)
                 .map(|p| p.transforms)

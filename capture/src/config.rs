@@ -8,7 +8,7 @@ use hogstream_event::security::ClientSettings;
 use hogstream_event::topics;
 use serde::{Deserialize, Serialize};
 
-use crate::routing::Destination;
+use crate::topics::Topic;
 
 /// Settings of the capture service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct CaptureConfig {
     /// showing its counters. Unset by default: everything on `bind_address`.
     pub metrics_address: Option<SocketAddr>,
     /// Kafka producer settings.
-    pub kafka: KafkaConfig,
+    pub kafka: ProducerConfig,
     /// Topic names; the defaults are PostHog's.
     pub topics: TopicConfig,
     /// Hot-key handling: the per-key limiter and the forced-overflow list.
@@ -44,7 +44,7 @@ impl Default for CaptureConfig {
         Self {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 8010)),
             metrics_address: None,
-            kafka: KafkaConfig::default(),
+            kafka: ProducerConfig::default(),
             topics: TopicConfig::default(),
             overflow: OverflowConfig::default(),
             drop_events: Vec::new(),
@@ -104,7 +104,7 @@ impl CaptureConfig {
 /// Kafka producer settings. The producer always uses `acks=all` and lz4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct KafkaConfig {
+pub struct ProducerConfig {
     /// Comma-separated `host:port` list. Default `127.0.0.1:9092`.
     pub bootstrap_servers: String,
     /// How long librdkafka may try to deliver one message before the request fails with 503.
@@ -129,7 +129,7 @@ pub struct KafkaConfig {
     pub extra: BTreeMap<String, String>,
 }
 
-impl Default for KafkaConfig {
+impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
             bootstrap_servers: "127.0.0.1:9092".into(),
@@ -144,7 +144,7 @@ impl Default for KafkaConfig {
     }
 }
 
-impl KafkaConfig {
+impl ProducerConfig {
     pub fn message_timeout(&self) -> Duration {
         Duration::from_millis(self.message_timeout_ms)
     }
@@ -172,12 +172,12 @@ impl Default for TopicConfig {
 }
 
 impl TopicConfig {
-    pub fn name(&self, destination: Destination) -> &str {
-        match destination {
-            Destination::Main => &self.main,
-            Destination::Overflow => &self.overflow,
-            Destination::Historical => &self.historical,
-            Destination::Dlq => &self.dlq,
+    pub fn name(&self, topic: Topic) -> &str {
+        match topic {
+            Topic::Main => &self.main,
+            Topic::Overflow => &self.overflow,
+            Topic::Historical => &self.historical,
+            Topic::Dlq => &self.dlq,
         }
     }
 }
@@ -261,17 +261,14 @@ mod tests {
         assert_eq!(c.kafka.bootstrap_servers, "127.0.0.1:9092");
         assert_eq!(c.topics.main, "events_plugin_ingestion");
         assert_eq!(
-            c.topics.name(Destination::Overflow),
+            c.topics.name(Topic::Overflow),
             "events_plugin_ingestion_overflow"
         );
         assert_eq!(
-            c.topics.name(Destination::Historical),
+            c.topics.name(Topic::Historical),
             "events_plugin_ingestion_historical"
         );
-        assert_eq!(
-            c.topics.name(Destination::Dlq),
-            "events_plugin_ingestion_dlq"
-        );
+        assert_eq!(c.topics.name(Topic::Dlq), "events_plugin_ingestion_dlq");
         assert_eq!((c.overflow.per_second, c.overflow.burst), (100, 1000));
         assert_eq!(c.limits.max_body_bytes, 2 * 1024 * 1024);
         assert_eq!(c.limits.max_batch_body_bytes, 20 * 1024 * 1024);

@@ -24,12 +24,12 @@ pub struct RequestContext {
 
 /// A captured event ready to route: the message value plus the headers that always go with it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProcessedEvent {
+pub struct EventMessage {
     pub event: CapturedEvent,
     pub headers: CapturedHeaders,
 }
 
-impl ProcessedEvent {
+impl EventMessage {
     /// `token:distinct_id`, or `token:ip` in cookieless mode.
     pub fn partition_key(&self) -> String {
         self.event.partition_key()
@@ -37,7 +37,7 @@ impl ProcessedEvent {
 }
 
 /// Validates one event and builds its message. Errors fail the whole request.
-pub fn process_event(raw: RawEvent, ctx: &RequestContext) -> Result<ProcessedEvent, CaptureError> {
+pub fn process_event(raw: RawEvent, ctx: &RequestContext) -> Result<EventMessage, CaptureError> {
     if raw.event.is_empty() {
         return Err(CaptureError::MissingEventName);
     }
@@ -102,7 +102,7 @@ pub fn process_event(raw: RawEvent, ctx: &RequestContext) -> Result<ProcessedEve
         is_cookieless_mode,
         historical_migration: ctx.historical_migration,
     };
-    Ok(ProcessedEvent {
+    Ok(EventMessage {
         event,
         headers: hdrs,
     })

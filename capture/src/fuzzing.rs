@@ -29,7 +29,7 @@ use hogstream_event::{RawEvent, headers};
 
 use crate::distinct_id::MAX_DISTINCT_ID_CHARS;
 use crate::error::CaptureError;
-use crate::event::ProcessedEvent;
+use crate::event::EventMessage;
 use crate::handler::{Endpoint, PrepareInput, prepare};
 use crate::payload::{CaptureQuery, DecodeOptions, decode_payload};
 use crate::timestamp::MAX_FUTURE;
@@ -155,7 +155,7 @@ fn now() -> DateTime<Utc> {
 }
 
 /// Decodes and validates one request through the handler's own path.
-pub fn decode_request(req: &FuzzRequest<'_>) -> Result<Vec<ProcessedEvent>, CaptureError> {
+pub fn decode_request(req: &FuzzRequest<'_>) -> Result<Vec<EventMessage>, CaptureError> {
     prepare(PrepareInput {
         body: bytes::Bytes::copy_from_slice(req.body),
         query: CaptureQuery::parse(Some(&req.query)),
@@ -175,7 +175,7 @@ pub fn decode_request(req: &FuzzRequest<'_>) -> Result<Vec<ProcessedEvent>, Capt
 /// # Panics
 ///
 /// When an invariant is broken; that is the point: the fuzzer reports the panic as a crash.
-pub fn run(data: &[u8]) -> Result<Vec<ProcessedEvent>, CaptureError> {
+pub fn run(data: &[u8]) -> Result<Vec<EventMessage>, CaptureError> {
     let req = FuzzRequest::from_bytes(data);
     let query = CaptureQuery::parse(Some(&req.query));
     let decoded = decode_payload(
@@ -221,7 +221,7 @@ pub fn run(data: &[u8]) -> Result<Vec<ProcessedEvent>, CaptureError> {
     result
 }
 
-fn check_event(p: &ProcessedEvent) {
+fn check_event(p: &EventMessage) {
     let e = &p.event;
     assert!(!e.event.is_empty(), "empty event name");
     assert_ne!(

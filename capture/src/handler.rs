@@ -19,16 +19,16 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use crate::error::CaptureError;
-use crate::event::{ProcessedEvent, RequestContext, process_event};
+use crate::event::{EventMessage, RequestContext, process_event};
 use crate::metrics;
 use crate::payload::budget::DecodeBudget;
 use crate::payload::shapes::parse_body;
 use crate::payload::{CaptureQuery, DecodeOptions, decode_payload};
 use crate::producer::{ProduceError, ProduceRecord};
-use crate::routing::{Destination, Route, RouteInput};
 use crate::state::AppState;
 use crate::timestamp::sent_at_from_query;
 use crate::token::resolve_token;
+use crate::topics::{Route, RouteInput, Topic};
 
 /// Plain JSON bodies up to this size are decoded on the async worker that received them; every
 /// other body (larger, or compressed, or encoded, so it may expand up to the decompression cap)
@@ -216,7 +216,7 @@ fn decodes_inline(input: &PrepareInput) -> bool {
 }
 
 /// Decodes and validates a whole request. Either every event is valid or the request fails.
-pub(crate) fn prepare(input: PrepareInput) -> Result<Vec<ProcessedEvent>, CaptureError> {
+pub(crate) fn prepare(input: PrepareInput) -> Result<Vec<EventMessage>, CaptureError> {
     // Held until the decoded text is parsed and dropped, below.
     let mut reservation = input.budget.reserve();
     let text = decode_payload(
@@ -272,8 +272,8 @@ pub(crate) fn prepare(input: PrepareInput) -> Result<Vec<ProcessedEvent>, Captur
 /// here, before anything is sent, so a request refused with 413 leaves nothing behind.
 pub(crate) fn build_records(
     state: &AppState,
-    events: Vec<ProcessedEvent>,
-) -> Result<Vec<(Destination, ProduceRecord)>, CaptureError> {
+    events: Vec<EventMessage>,
+) -> Result<Vec<(Topic, ProduceRecord)>, CaptureError> {
     let shared = &state.shared;
     let now = rfc3339(Utc::now());
     let mut records = Vec::with_capacity(events.len());
@@ -291,24 +291,24 @@ pub(crate) fn build_records(
             historical_migration: event.historical_migration,
             person_processing_disabled,
         });
-        let (destination, keyed, reason) = match route {
+        let (topic, keyed, reason) = match route {
             Route::Drop => {
                 dropped += 1;
                 continue;
             }
             Route::Produce {
-                destination,
+                topic,
                 keyed,
                 reason,
-            } => (destination, keyed, reason),
+            } => (topic, keyed, reason),
         };
         let mut hdrs = processed.headers;
         if person_processing_disabled {
             hdrs.set(headers::FORCE_DISABLE_PERSON_PROCESSING, "true");
         }
         if let Some(reason) = reason {
-            metrics::rerouted(destination.label(), reason);
-            if destination == Destination::Dlq {
+            metrics::rerouted(topic.label(), reason);
+            if topic == Topic::Dlq {
                 hdrs.set(headers::DLQ_REASON, reason)
                     .set(headers::DLQ_STEP, "capture")
                     .set(headers::DLQ_TIMESTAMP, now.as_str());
@@ -317,7 +317,7 @@ pub(crate) fn build_records(
         let payload = serde_json::to_string(&processed.event)
             .map_err(|e| CaptureError::Internal(format!("could not serialize an event: {e}")))?;
         let record = ProduceRecord {
-            topic: shared.topics.name(destination).to_owned(),
+            topic: shared.topics.name(topic).to_owned(),
             key: keyed.then_some(key),
             payload,
             headers: hdrs,
@@ -330,7 +330,7 @@ pub(crate) fn build_records(
                 shared.message_max_bytes
             )));
         }
-        records.push((destination, record));
+        records.push((topic, record));
     }
     metrics::dropped("drop_list", dropped);
     Ok(records)
@@ -342,7 +342,7 @@ pub(crate) fn build_records(
 /// duplicates those events, which downstream deduplicates by uuid.
 async fn deliver(
     state: &AppState,
-    records: Vec<(Destination, ProduceRecord)>,
+    records: Vec<(Topic, ProduceRecord)>,
 ) -> Result<(), CaptureError> {
     let shared = &state.shared;
     // With the broker known to be down, librdkafka would queue the request's events until
@@ -352,19 +352,19 @@ async fn deliver(
         metrics::rejected("service_unavailable", records.len() as u64);
         return Err(CaptureError::RetryableSink("kafka is unavailable".into()));
     }
-    let deliveries = records.into_iter().map(|(destination, record)| {
+    let deliveries = records.into_iter().map(|(topic, record)| {
         // Enqueued here, in request order; only the acknowledgements are awaited together.
         let delivery = shared.producer.send(record);
-        async move { (destination, delivery.await) }
+        async move { (topic, delivery.await) }
     });
     let results = join_all(deliveries.collect::<Vec<_>>()).await;
 
     let mut too_large = None;
     let mut retryable = None;
     let mut failed = 0u64;
-    for (destination, result) in results {
+    for (topic, result) in results {
         match result {
-            Ok(()) => metrics::stored(destination.label(), 1),
+            Ok(()) => metrics::stored(topic.label(), 1),
             Err(ProduceError::MessageTooLarge(msg)) => {
                 failed += 1;
                 too_large.get_or_insert(msg);

@@ -16,15 +16,15 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handler;
+pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod payload;
 pub mod producer;
-pub mod router;
-pub mod routing;
 pub mod state;
 pub mod timestamp;
 pub mod token;
+pub mod topics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,8 +34,8 @@ use tokio::net::TcpListener;
 
 pub use config::CaptureConfig;
 pub use error::{CaptureError, ServeError};
+pub use http::router;
 pub use producer::{EventProducer, KafkaProducer, MemoryProducer, ProduceError, ProduceRecord};
-pub use router::router;
 pub use state::AppState;
 
 /// How often idle limiter keys are forgotten and Prometheus histograms drained.
@@ -100,7 +100,7 @@ async fn serve_private(
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let listener = TcpListener::bind(address).await.map_err(ServeError::Bind)?;
     tracing::info!(%address, "capture metrics listening");
-    let app = router::private_router(state);
+    let app = http::private_router(state);
     Ok(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(%err, "capture metrics listener failed");

@@ -9,7 +9,7 @@ use crate::error::ServeError;
 use crate::limiter::OverflowLimiter;
 use crate::payload::budget::DecodeBudget;
 use crate::producer::EventProducer;
-use crate::routing::{EventRouter, KeyList};
+use crate::topics::{KeyList, TopicRules};
 
 /// Shared state of the capture service. Cheap to clone.
 #[derive(Clone)]
@@ -27,7 +27,7 @@ pub(crate) struct Shared {
     pub topics: TopicConfig,
     pub message_max_bytes: usize,
     pub producer: Arc<dyn EventProducer>,
-    pub router: EventRouter,
+    pub router: TopicRules,
     /// `/metrics` is served on a private listener, not with the event routes.
     pub private_metrics: bool,
 }
@@ -48,7 +48,7 @@ impl AppState {
         } else {
             None
         };
-        let router = EventRouter {
+        let router = TopicRules {
             drop: KeyList::new(&config.drop_events),
             dlq: KeyList::new(&config.dlq_events),
             force_overflow: KeyList::new(&config.overflow.force_overflow),

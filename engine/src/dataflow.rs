@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// What the workers of one process share.
-pub struct Shared {
+pub struct WorkerContext {
     pub settings: EngineSettings,
     pub teams: Arc<Teams>,
     pub rules: Arc<Rules>,
@@ -77,7 +77,7 @@ struct Inflight {
 /// committed, in batch order (state must never run ahead of what ClickHouse holds).
 fn clickhouse_sink<'s>(
     stream: Stream<'s, Epoch, Vec<WorkBatch>>,
-    shared: &Arc<Shared>,
+    shared: &Arc<WorkerContext>,
 ) -> Stream<'s, Epoch, Vec<()>> {
     let scope = stream.scope();
     let shared = Arc::clone(shared);
@@ -223,7 +223,7 @@ fn commit(
 }
 
 /// Builds the dataflow on `worker` and drives it until shutdown.
-pub fn run_worker(worker: &mut Worker, shared: &Arc<Shared>) -> Result<(), EngineError> {
+pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<(), EngineError> {
     // A series at 0 from the start, so "never held back" is visible to alerts and dashboards.
     metrics::counter!("hogstream_backpressure_total").increment(0);
     let (index, peers) = (worker.index(), worker.peers());

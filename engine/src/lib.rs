@@ -134,10 +134,10 @@ pub fn run(
         .thread_name(|i| format!("hs-state-{i}"))
         .build()?;
     let config = timely_config(&settings);
-    let shared = Arc::new(dataflow::Shared {
+    let shared = Arc::new(dataflow::WorkerContext {
         rules: Arc::new(normalize::Rules {
             drop_events: settings.engine.drop_events.clone(),
-            plugins: normalize::Plugins(plugins.transforms),
+            transforms: normalize::TeamTransforms(plugins.transforms),
         }),
         settings,
         teams: Arc::new(teams),

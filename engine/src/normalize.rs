@@ -57,14 +57,14 @@ pub enum Outcome {
 pub struct Rules {
     /// Entries `token` or `token:distinct_id` whose events are dropped.
     pub drop_events: Vec<String>,
-    pub plugins: Plugins,
+    pub transforms: TeamTransforms,
 }
 
 /// Each team's plugin transforms, in configured order.
 #[derive(Default)]
-pub struct Plugins(pub HashMap<i64, Chain>);
+pub struct TeamTransforms(pub HashMap<i64, Chain>);
 
-impl std::fmt::Debug for Plugins {
+impl std::fmt::Debug for TeamTransforms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(team, chain)| (team, chain.len())))
@@ -320,7 +320,7 @@ fn run_plugins(
     distinct_id: String,
     properties: Map<String, Value>,
 ) -> Step<(String, String, Map<String, Value>)> {
-    let Some(chain) = rules.plugins.0.get(&team_id) else {
+    let Some(chain) = rules.transforms.0.get(&team_id) else {
         return Ok((event, distinct_id, properties));
     };
     let input = PluginEvent::new(team_id, uuid, event, distinct_id, properties);
@@ -844,7 +844,7 @@ mod tests {
         ]))
         .unwrap();
         let rules = Rules {
-            plugins: Plugins(
+            transforms: TeamTransforms(
                 hogstream_plugin::Registry::builtins()
                     .check(&entries, &[1, 2])
                     .unwrap()

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{DeliveryFuture, EventProducer, ProduceError, ProduceRecord};
-use crate::config::KafkaConfig;
+use crate::config::ProducerConfig;
 
 /// Extra time on top of `message.timeout.ms` before a delivery is given up locally, so a stuck
 /// librdkafka callback can never hold a request forever.
@@ -32,7 +32,7 @@ impl KafkaProducer {
     /// Creates the producer. Connecting happens in the background, so this succeeds with the
     /// broker down; readiness then stays false. Inside a tokio runtime a task re-checks broker
     /// reachability every `readiness_interval_ms`.
-    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+    pub fn new(config: &ProducerConfig) -> Result<Self, KafkaError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -271,14 +271,14 @@ mod tests {
         }
     }
 
-    fn unreachable_config() -> KafkaConfig {
-        KafkaConfig {
+    fn unreachable_config() -> ProducerConfig {
+        ProducerConfig {
             // Port 1 on loopback: nothing listens, connections are refused at once.
             bootstrap_servers: "127.0.0.1:1".into(),
             message_timeout_ms: 300,
             message_max_bytes: 1000,
             readiness_interval_ms: 100,
-            ..KafkaConfig::default()
+            ..ProducerConfig::default()
         }
     }
 

@@ -9,20 +9,20 @@ use crate::limiter::OverflowLimiter;
 
 /// The topics capture writes to; names come from [`crate::config::TopicConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Destination {
+pub enum Topic {
     Main,
     Overflow,
     Historical,
     Dlq,
 }
 
-impl Destination {
+impl Topic {
     pub fn label(self) -> &'static str {
         match self {
-            Destination::Main => "main",
-            Destination::Overflow => "overflow",
-            Destination::Historical => "historical",
-            Destination::Dlq => "dlq",
+            Topic::Main => "main",
+            Topic::Overflow => "overflow",
+            Topic::Historical => "historical",
+            Topic::Dlq => "dlq",
         }
     }
 }
@@ -33,7 +33,7 @@ pub enum Route {
     /// Silently dropped; the client still gets 200.
     Drop,
     Produce {
-        destination: Destination,
+        topic: Topic,
         /// False means no key: round-robin partitioning, giving up per-key ordering to spread a
         /// hot key's load.
         keyed: bool,
@@ -88,7 +88,7 @@ pub struct RouteInput<'a> {
 
 /// Routing rules built once from configuration.
 #[derive(Debug, Default)]
-pub struct EventRouter {
+pub struct TopicRules {
     pub drop: KeyList,
     pub dlq: KeyList,
     pub force_overflow: KeyList,
@@ -96,28 +96,28 @@ pub struct EventRouter {
     pub limiter: Option<OverflowLimiter>,
 }
 
-impl EventRouter {
+impl TopicRules {
     pub fn route(&self, input: RouteInput<'_>) -> Route {
         if self.drop.matches(input.token, input.distinct_id) {
             return Route::Drop;
         }
         if self.dlq.matches(input.token, input.distinct_id) {
             return Route::Produce {
-                destination: Destination::Dlq,
+                topic: Topic::Dlq,
                 keyed: true,
                 reason: Some("dlq_list"),
             };
         }
         if input.historical_migration {
             return Route::Produce {
-                destination: Destination::Historical,
+                topic: Topic::Historical,
                 keyed: true,
                 reason: Some("historical_migration"),
             };
         }
         if self.force_overflow.matches(input.token, input.distinct_id) {
             return Route::Produce {
-                destination: Destination::Overflow,
+                topic: Topic::Overflow,
                 keyed: false,
                 reason: Some("forced"),
             };
@@ -127,7 +127,7 @@ impl EventRouter {
             && limiter.is_limited(input.partition_key)
         {
             return Route::Produce {
-                destination: Destination::Overflow,
+                topic: Topic::Overflow,
                 // Keeping the key preserves per-person ordering for person processing; without
                 // person processing there is nothing to order, so spread the load.
                 keyed: !input.person_processing_disabled,
@@ -135,7 +135,7 @@ impl EventRouter {
             };
         }
         Route::Produce {
-            destination: Destination::Main,
+            topic: Topic::Main,
             keyed: true,
             reason: None,
         }
@@ -163,7 +163,7 @@ mod tests {
 
     fn main_keyed() -> Route {
         Route::Produce {
-            destination: Destination::Main,
+            topic: Topic::Main,
             keyed: true,
             reason: None,
         }
@@ -185,7 +185,7 @@ mod tests {
     fn default_is_main_keyed() {
         let key = "phc:d".to_string();
         assert_eq!(
-            EventRouter::default().route(input("phc", "d", &key)),
+            TopicRules::default().route(input("phc", "d", &key)),
             main_keyed()
         );
     }
@@ -194,11 +194,11 @@ mod tests {
     fn precedence_drop_dlq_historical_overflow_main() {
         let key = "phc:d".to_string();
         let everything = KeyList::new(["phc"]);
-        let mut router = EventRouter {
+        let mut router = TopicRules {
             drop: everything.clone(),
             dlq: everything.clone(),
             force_overflow: everything,
-            ..EventRouter::default()
+            ..TopicRules::default()
         };
         let mut hist = input("phc", "d", &key);
         hist.historical_migration = true;
@@ -208,7 +208,7 @@ mod tests {
         assert!(matches!(
             router.route(hist),
             Route::Produce {
-                destination: Destination::Dlq,
+                topic: Topic::Dlq,
                 keyed: true,
                 ..
             }
@@ -217,7 +217,7 @@ mod tests {
         assert!(matches!(
             router.route(hist),
             Route::Produce {
-                destination: Destination::Historical,
+                topic: Topic::Historical,
                 keyed: true,
                 ..
             }
@@ -225,7 +225,7 @@ mod tests {
         assert!(matches!(
             router.route(input("phc", "d", &key)),
             Route::Produce {
-                destination: Destination::Overflow,
+                topic: Topic::Overflow,
                 keyed: false,
                 reason: Some("forced")
             }
@@ -236,16 +236,16 @@ mod tests {
 
     #[test]
     fn forced_overflow_by_distinct_id_only_hits_that_person() {
-        let router = EventRouter {
+        let router = TopicRules {
             force_overflow: KeyList::new(["phc:hot"]),
-            ..EventRouter::default()
+            ..TopicRules::default()
         };
         let hot = "phc:hot".to_string();
         let other = "phc:other".to_string();
         assert!(matches!(
             router.route(input("phc", "hot", &hot)),
             Route::Produce {
-                destination: Destination::Overflow,
+                topic: Topic::Overflow,
                 keyed: false,
                 ..
             }
@@ -255,9 +255,9 @@ mod tests {
 
     #[test]
     fn burst_limited_keys_overflow_but_keep_their_key() {
-        let router = EventRouter {
+        let router = TopicRules {
             limiter: OverflowLimiter::new(1, 2),
-            ..EventRouter::default()
+            ..TopicRules::default()
         };
         let key = "phc:d".to_string();
         assert_eq!(router.route(input("phc", "d", &key)), main_keyed());
@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(
             router.route(input("phc", "d", &key)),
             Route::Produce {
-                destination: Destination::Overflow,
+                topic: Topic::Overflow,
                 keyed: true,
                 reason: Some("rate_limited")
             }
@@ -275,7 +275,7 @@ mod tests {
         assert!(matches!(
             router.route(personless),
             Route::Produce {
-                destination: Destination::Overflow,
+                topic: Topic::Overflow,
                 keyed: false,
                 ..
             }
@@ -286,9 +286,9 @@ mod tests {
 
     #[test]
     fn historical_events_do_not_spend_limiter_cells() {
-        let router = EventRouter {
+        let router = TopicRules {
             limiter: OverflowLimiter::new(1, 1),
-            ..EventRouter::default()
+            ..TopicRules::default()
         };
         let key = "phc:d".to_string();
         let mut hist = input("phc", "d", &key);
@@ -297,7 +297,7 @@ mod tests {
             assert!(matches!(
                 router.route(hist),
                 Route::Produce {
-                    destination: Destination::Historical,
+                    topic: Topic::Historical,
                     ..
                 }
             ));
@@ -307,9 +307,9 @@ mod tests {
 
     #[test]
     fn person_processing_list() {
-        let router = EventRouter {
+        let router = TopicRules {
             disable_person_processing: KeyList::new(["phc:bot"]),
-            ..EventRouter::default()
+            ..TopicRules::default()
         };
         assert!(router.person_processing_disabled("phc", "bot"));
         assert!(!router.person_processing_disabled("phc", "human"));
