@@ -8,8 +8,8 @@
 use hogstream_plugin::Registry;
 
 pub fn registry() -> Registry {
-    let mut registry = Registry::builtins();
-    hogstream_sinks::destinations::register(&mut registry);
+    let mut registry = Registry::new();
+    hogstream_builtins::register(&mut registry);
     #[cfg(feature = "example-plugins")]
     register_examples(&mut registry);
     registry

@@ -4,7 +4,7 @@
 //! `posthog` package, `posthog-node`, and `posthog-js` in Debian's headless Chromium), then reads
 //! the topics back. The drivers record every HTTP request the SDK made, with its payload decoded,
 //! so each Kafka message is compared with the event the SDK actually sent, the way PostHog's
-//! capture would have written it (`posthog-compat.md` §1):
+//! capture would have written it (`docs/posthog-rules.md` §1):
 //!
 //! - topic: main; nothing on overflow, historical or the dead-letter topic;
 //! - key `token:distinct_id`, the same partition for every message of a key, and the SDK's order

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{sync::RwLock, time::Duration};
 
 use common::pipeline::{Pipeline, assert_exactly_once, send_events};
 use rdkafka::{
@@ -14,8 +14,17 @@ use rdkafka::{
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
 };
 
+/// The outage test stops the shared ClickHouse: it holds this for writing, every other test of
+/// this binary (they run in parallel) for reading, so none sees an outage it did not cause.
+static CLICKHOUSE: RwLock<()> = RwLock::new(());
+
+fn clickhouse_stays_up() -> std::sync::RwLockReadGuard<'static, ()> {
+    CLICKHOUSE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn sigkill_of_the_engine_loses_and_duplicates_nothing() {
+    let _up = clickhouse_stays_up();
     const N: usize = 5000;
     let p = Pipeline::new(2, 4);
     p.start_capture();
@@ -37,6 +46,7 @@ fn sigkill_of_the_engine_loses_and_duplicates_nothing() {
 
 #[test]
 fn clickhouse_outage_mid_load_loses_nothing() {
+    let _outage = CLICKHOUSE.write().unwrap_or_else(|e| e.into_inner());
     const N: usize = 3000;
     let p = Pipeline::new(1, 2);
     p.start_capture();
@@ -92,6 +102,7 @@ fn clickhouse_outage_mid_load_loses_nothing() {
 
 #[test]
 fn undecodable_messages_go_to_the_dlq_and_the_rest_goes_on() {
+    let _up = clickhouse_stays_up();
     let p = Pipeline::new(1, 1);
     p.start_capture();
     p.start_engine();
@@ -198,6 +209,7 @@ fn undecodable_messages_go_to_the_dlq_and_the_rest_goes_on() {
 
 #[test]
 fn a_two_process_timely_cluster_processes_everything_once() {
+    let _up = clickhouse_stays_up();
     const N: usize = 2000;
     let p = Pipeline::new(1, 4);
     p.start_capture();
@@ -213,6 +225,7 @@ fn a_two_process_timely_cluster_processes_everything_once() {
 
 #[test]
 fn sigterm_under_load_drains_and_loses_nothing() {
+    let _up = clickhouse_stays_up();
     const N: usize = 3000;
     let p = Pipeline::new(2, 4);
     p.start_capture();
@@ -238,6 +251,7 @@ fn sigterm_under_load_drains_and_loses_nothing() {
 
 #[test]
 fn a_deleted_and_recreated_topic_is_read_from_its_start() {
+    let _up = clickhouse_stays_up();
     const BEFORE: usize = 400;
     const AFTER: usize = 60;
     let p = Pipeline::new(1, 2);

@@ -1,6 +1,6 @@
 //! Every way a capture request can fail, and the HTTP answer each one gets.
 //!
-//! Status codes follow the newest PostHog capture (`posthog-compat.md` §1, "Responses"): an invalid
+//! Status codes follow the newest PostHog capture (`docs/posthog-rules.md` §1.9): an invalid
 //! token is 403 (older versions: 401), multiple tokens are 400 (older: 401) and a payload that is
 //! too big is 413 (older: 400). Bodies are the newest JSON shape
 //! `{"status":<u16>,"code":"<snake_code>","error":"<message>"}`.

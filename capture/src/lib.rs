@@ -1,6 +1,6 @@
 //! hogstream capture: PostHog's HTTP capture API in front of Kafka.
 //!
-//! Compatible with PostHog SDKs (`posthog-compat.md` §1): the same routes, payload decodings,
+//! Compatible with PostHog SDKs (`docs/posthog-rules.md` §1): the same routes, payload decodings,
 //! validation rules, Kafka message shape, partition key and topics. A request is answered 200
 //! only after Kafka acknowledged every one of its events.
 //!

@@ -1,5 +1,5 @@
 //! Decoding and normalization of captured events, as PostHog's pipeline does it before persons
-//! (`posthog-compat.md` §2 "Preprocessing" and runner steps 0 and 3): team resolution, drop
+//! (`docs/posthog-rules.md` §2 "Ingestion before persons"): team resolution, drop
 //! lists, `$process_person_profile`, property lifting, event-name sanitizing, timestamps and
 //! `elements_chain`. Pure functions: no I/O, so every rule is unit-tested here.
 
@@ -844,12 +844,11 @@ mod tests {
         ]))
         .unwrap();
         let rules = Rules {
-            transforms: TeamTransforms(
-                hogstream_plugin::Registry::builtins()
-                    .check(&entries, &[1, 2])
-                    .unwrap()
-                    .transforms,
-            ),
+            transforms: TeamTransforms({
+                let mut registry = hogstream_plugin::Registry::new();
+                hogstream_builtins::register(&mut registry);
+                registry.check(&entries, &[1, 2]).unwrap().transforms
+            }),
             ..Rules::default()
         };
         let dropped = normalize(

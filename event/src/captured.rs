@@ -1,5 +1,5 @@
 //! The Kafka message value capture produces, field for field as PostHog's capture writes it
-//! (`posthog-compat.md` §1, "Kafka message").
+//! (`docs/posthog-rules.md` §1.10 "Kafka message").
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

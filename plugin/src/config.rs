@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::{
     Batching, Chain, Context, Destination, PluginError, RetryPolicy, Storage, Task, Transform,
-    builtins,
 };
 
 /// One `[[plugins]]` entry of the configuration file.
@@ -71,6 +70,7 @@ pub enum Factory {
 }
 
 /// Plugin names and how to build each from its settings.
+#[derive(Default)]
 pub struct Registry {
     factories: BTreeMap<&'static str, Factory>,
 }
@@ -111,21 +111,14 @@ pub struct Plugins {
 }
 
 impl Registry {
-    /// The built-in plugins that need nothing but this crate.
-    pub fn builtins() -> Self {
-        let mut r = Self {
-            factories: BTreeMap::new(),
-        };
-        r.register(
-            "property-mask",
-            Factory::Transform(builtins::PropertyMask::from_config),
-        );
-        r.register(
-            "event-filter",
-            Factory::Transform(builtins::EventFilter::from_config),
-        );
-        r.register("geoip", Factory::Transform(builtins::GeoIp::from_config));
-        r
+    /// A registry that knows no plugin yet (the binary adds the built-ins and its own).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The registered names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.factories.keys().copied()
     }
 
     /// Adds a plugin under `name` (replacing one of the same name).
@@ -262,7 +255,48 @@ pub fn settings<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, Plu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{PluginEvent, Verdict};
     use serde_json::json;
+
+    /// Test transforms with settings of their own: `drop` (a list) and `events` (a list).
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Drop {
+        #[allow(dead_code)]
+        drop: Vec<String>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Filter {
+        #[allow(dead_code)]
+        events: Vec<String>,
+    }
+
+    struct Pass;
+
+    impl Transform for Pass {
+        fn transform(&self, _: &mut PluginEvent) -> Result<Verdict, PluginError> {
+            Ok(Verdict::Keep)
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register(
+            "mask",
+            Factory::Transform(|v| {
+                settings::<Drop>(v).map(|_| Box::new(Pass) as Box<dyn Transform>)
+            }),
+        );
+        r.register(
+            "filter",
+            Factory::Transform(|v| {
+                settings::<Filter>(v).map(|_| Box::new(Pass) as Box<dyn Transform>)
+            }),
+        );
+        r
+    }
 
     fn entry(plugin: &str, teams: Vec<i64>, config: Value) -> PluginConfig {
         PluginConfig {
@@ -284,28 +318,21 @@ mod tests {
 
     #[test]
     fn unknown_plugins_teams_ids_options_and_settings_are_refused_clearly() {
-        let r = Registry::builtins();
+        let r = registry();
         let err = reason(&r, &[entry("geo", vec![], json!({}))]);
         assert!(err.starts_with("[[plugins]] entry 1 (`geo`)"), "{err}");
-        assert!(
-            err.contains("unknown plugin; known: event-filter, geoip, property-mask"),
-            "{err}"
-        );
-        let err = reason(&r, &[entry("property-mask", vec![7], json!({}))]);
+        assert!(err.contains("unknown plugin; known: filter, mask"), "{err}");
+        let err = reason(&r, &[entry("mask", vec![7], json!({}))]);
         assert!(err.contains("team 7"), "{err}");
         let err = reason(
             &r,
-            &[entry(
-                "property-mask",
-                vec![],
-                json!({"drop": "x", "nope": 1}),
-            )],
+            &[entry("mask", vec![], json!({"drop": "x", "nope": 1}))],
         );
-        assert!(err.contains("property-mask"), "{err}");
-        let mask = entry("property-mask", vec![], json!({"drop": ["a"]}));
+        assert!(err.contains("`mask`"), "{err}");
+        let mask = entry("mask", vec![], json!({"drop": ["a"]}));
         let err = reason(&r, &[mask.clone(), mask.clone()]);
         assert!(
-            err.contains("entry 2") && err.contains("id `property-mask`"),
+            err.contains("entry 2") && err.contains("id `mask`"),
             "{err}"
         );
         let batched = PluginConfig {
@@ -318,12 +345,12 @@ mod tests {
 
     #[test]
     fn chains_follow_configuration_order_per_team() {
-        let r = Registry::builtins();
+        let r = registry();
         let plugins = r
             .build(
                 &[
-                    entry("property-mask", vec![1], json!({"drop": ["a"]})),
-                    entry("event-filter", vec![], json!({"events": ["spam"]})),
+                    entry("mask", vec![1], json!({"drop": ["a"]})),
+                    entry("filter", vec![], json!({"events": ["spam"]})),
                 ],
                 &[1, 2],
                 &|_| Arc::new(crate::MemoryStorage::default()),

@@ -37,7 +37,6 @@
 //! assert_eq!(out.event().unwrap().properties["internal"], json!(true));
 //! ```
 
-pub mod builtins;
 mod chain;
 mod config;
 mod destination;

@@ -1,4 +1,4 @@
-//! Row types of PostHog's ClickHouse tables (`posthog-compat.md` §3), in column order of the
+//! Row types of PostHog's ClickHouse tables (`docs/posthog-rules.md` §4), in column order of the
 //! insert. Text columns that hold JSON are JSON strings, as in PostHog.
 
 use chrono::{DateTime, Utc};

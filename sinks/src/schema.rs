@@ -1,4 +1,4 @@
-//! PostHog's ClickHouse schema (`posthog-compat.md` §3), created and migrated by hogstream.
+//! PostHog's ClickHouse schema (`docs/posthog-rules.md` §4), created and migrated by hogstream.
 //!
 //! Migrations are append-only: a released migration is never edited, a change is a new entry.
 //! Applied versions are recorded in `hogstream_migrations`; the engine refuses to start on a

@@ -1,6 +1,6 @@
 //! Turning a request into events: where the payload is, how it is encoded, and its JSON shape.
 //!
-//! The order follows PostHog's capture (`posthog-compat.md` §1, "Decoding steps").
+//! The order follows PostHog's capture (`docs/posthog-rules.md` §1.2 "Decoding").
 
 pub mod budget;
 pub mod decompress;

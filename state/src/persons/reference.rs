@@ -1,4 +1,4 @@
-//! The reference semantics of DESIGN.md, written as plainly as possible and used only by
+//! The reference of `docs/guarantees.md`, written as plainly as possible and used only by
 //! tests: every event of a team, sorted by stamp, applied one by one to persons whose
 //! properties are per-key registers. It shares nothing with the production path but the
 //! input parsing (`PersonEvent`, `effective_merge`) and the UUIDv5 rule.

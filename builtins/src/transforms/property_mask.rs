@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{PluginError, PluginEvent, Transform, Verdict, config::settings};
+use hogstream_plugin::{PluginError, PluginEvent, Transform, Verdict, settings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +79,7 @@ impl Transform for PropertyMask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing;
+    use hogstream_plugin::testing;
     use serde_json::json;
 
     #[test]

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{PluginError, PluginEvent, Transform, Verdict, config::settings};
+use hogstream_plugin::{PluginError, PluginEvent, Transform, Verdict, settings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +52,7 @@ impl Transform for EventFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ChainOutcome, testing};
+    use hogstream_plugin::{ChainOutcome, testing};
     use serde_json::json;
 
     #[test]

@@ -17,7 +17,7 @@ use maxminddb::Reader;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{PluginError, PluginEvent, Transform, Verdict, config::settings};
+use hogstream_plugin::{PluginError, PluginEvent, Transform, Verdict, settings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
