@@ -17,13 +17,39 @@ use std::{fmt, path::PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Where a secret comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Secret {
     /// An environment variable's value.
     Env(String),
     /// A file's content, without its trailing newline.
     File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase", deny_unknown_fields)]
+        enum Named {
+            Env(String),
+            File(PathBuf),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Named(Named),
+            // Read only to recognise the mistake; the value itself is dropped unseen.
+            Inline(#[allow(dead_code)] String),
+        }
+        match Form::deserialize(d)? {
+            Form::Named(Named::Env(name)) => Ok(Secret::Env(name)),
+            Form::Named(Named::File(path)) => Ok(Secret::File(path)),
+            // Said plainly: the value is not echoed, it may be the secret itself.
+            Form::Inline(_) => Err(serde::de::Error::custom(
+                "a secret is never written inline: use { env = \"VARIABLE\" } or { file = \"/path\" }",
+            )),
+        }
+    }
 }
 
 impl Secret {

@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use futures_util::future::join_all;
+use hogstream_event::security::KafkaSecurity;
 use hogstream_plugin::{Destination, ExportError, PluginError, ProcessedEvent, settings};
 use rdkafka::{
     ClientConfig,
@@ -18,7 +19,11 @@ use serde_json::Value;
 struct Settings {
     brokers: String,
     topic: String,
-    /// Further librdkafka settings (e.g. `security.protocol`).
+    /// TLS and SASL to that cluster, with secrets from the environment or a file, as in
+    /// `[kafka.security]`: `[plugins.config.security]`.
+    #[serde(default)]
+    security: KafkaSecurity,
+    /// Further librdkafka settings, applied last.
     #[serde(default)]
     extra: BTreeMap<String, String>,
 }
@@ -39,8 +44,18 @@ impl KafkaExport {
                 reason: "is empty".into(),
             });
         }
+        let secured = settings
+            .security
+            .client_settings()
+            .map_err(|e| PluginError::Setting {
+                key: "security".into(),
+                reason: e.to_string(),
+            })?;
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &settings.brokers);
+        for (k, v) in secured.iter() {
+            client.set(k, v);
+        }
         for (k, v) in &settings.extra {
             client.set(k, v);
         }
@@ -119,5 +134,23 @@ mod tests {
             err(json!({"brokers": "x", "topic": "t", "extra": {"no.such.setting": "1"}}))
                 .contains("brokers / extra")
         );
+        // Secrets are named, and a missing one is refused by name at start-up.
+        let missing = err(json!({"brokers": "x", "topic": "t", "security": {
+            "protocol": "sasl_ssl", "sasl_mechanism": "SCRAM-SHA-512", "username": "u",
+            "password": {"env": "HOGSTREAM_TEST_NO_SUCH_VARIABLE"}
+        }}));
+        assert!(
+            missing.contains("security") && missing.contains("HOGSTREAM_TEST_NO_SUCH_VARIABLE"),
+            "{missing}"
+        );
+        let inline = err(json!({"brokers": "x", "topic": "t", "security": {
+            "protocol": "sasl_ssl", "sasl_mechanism": "PLAIN", "username": "u", "password": "p"
+        }}));
+        assert!(inline.contains("never written inline"), "{inline}");
+        let secured = json!({"brokers": "127.0.0.1:9094", "topic": "t", "security": {
+            "protocol": "sasl_ssl", "sasl_mechanism": "SCRAM-SHA-512", "username": "u",
+            "password": {"env": "PATH"}
+        }});
+        assert!(KafkaExport::from_config(&secured).is_ok());
     }
 }
