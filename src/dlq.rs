@@ -8,7 +8,6 @@ use std::{collections::HashMap, path::PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
-use clickhouse::Row;
 use hogstream_engine::{
     normalize::{Outcome, Rules, normalize},
     teams::Teams,
@@ -20,7 +19,8 @@ use rdkafka::{
     message::{BorrowedMessage, Header, Headers, OwnedHeaders},
     producer::FutureRecord,
 };
-use serde::{Deserialize, Serialize};
+
+use hogstream_sinks::tables::dlq_redrives::{self, RedriveRow as Redrive};
 
 use crate::{
     config::Config,
@@ -211,18 +211,6 @@ fn redrive_headers(
     out
 }
 
-/// One row of the redrive ledger.
-#[derive(Debug, Clone, Row, Serialize, Deserialize)]
-struct Redrive {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
-    redriven_at: DateTime<Utc>,
-    into_topic: String,
-    payload_replaced: u8,
-}
-
 /// `dlq_redrives` in the pipeline's ClickHouse database.
 struct Ledger {
     admin: clickhouse::Client,
@@ -290,7 +278,7 @@ impl Ledger {
             return Ok(());
         }
         let write = async {
-            let mut insert = self.client.insert::<Redrive>("dlq_redrives").await?;
+            let mut insert = self.client.insert::<Redrive>(dlq_redrives::NAME).await?;
             for row in rows {
                 insert.write(row).await?;
             }

@@ -5,21 +5,17 @@ use std::sync::Arc;
 use chrono::Utc;
 use hogstream_sinks::{
     DeadLetter, OutputBatch,
-    rows::{
-        EventRow, GroupRow, GroupTypeMappingRow, IngestionWarningRow, PersonDistinctIdRow,
-        PersonRow, person_mode,
-    },
+    tables::events::{self, EventInput, KafkaPosition},
 };
 use hogstream_state::{
     StateStore,
-    persons::{Changes, EventPerson, PendingWrites, PersonEvent, PersonMode, PersonState},
+    persons::{PendingWrites, PersonEvent, PersonState},
 };
 use rayon::prelude::*;
-use serde_json::Value;
 
 use crate::{
     error::EngineError,
-    normalize::{NormalizedEvent, Outcome, Rules, Warning, normalize},
+    normalize::{NormalizedEvent, Outcome, Rules, normalize},
     record::SourceRecord,
     teams::Teams,
 };
@@ -45,53 +41,17 @@ pub struct Processor {
     versions: Versions,
 }
 
-fn warning_row(w: Warning) -> IngestionWarningRow {
-    IngestionWarningRow {
-        team_id: w.team_id,
-        source: "hogstream".into(),
-        kind: w.kind.into(),
-        details: w.details.to_string(),
-        timestamp: w.at,
-    }
-}
-
-fn event_row(
-    record: &SourceRecord,
-    mut e: NormalizedEvent,
-    person: EventPerson,
-    version: u64,
-) -> EventRow {
-    if e.process_person {
-        for (index, key) in person.groups {
-            e.properties
-                .insert(format!("$group_{index}"), Value::String(key));
-        }
-    } else {
-        for index in 0..hogstream_state::persons::MAX_GROUP_TYPES {
-            e.properties.remove(&format!("$group_{index}"));
-        }
-    }
-    EventRow {
+/// The event's row input: what normalization made of it.
+fn event_input(e: NormalizedEvent) -> EventInput {
+    EventInput {
         uuid: e.uuid,
         event: e.event,
-        properties: Value::Object(e.properties).to_string(),
+        properties: e.properties,
         timestamp: e.timestamp,
         team_id: e.team_id,
         distinct_id: e.distinct_id,
         elements_chain: e.elements_chain,
-        created_at: Utc::now(),
-        person_id: person.id,
-        person_created_at: person.created_at,
-        person_properties: person.properties.to_string(),
-        person_mode: match person.mode {
-            PersonMode::Full => person_mode::FULL,
-            PersonMode::ForceUpgrade => person_mode::FORCE_UPGRADE,
-            PersonMode::Propertyless => person_mode::PROPERTYLESS,
-        },
-        _timestamp: u32::try_from(record.timestamp_ms / 1000).unwrap_or_default(),
-        _offset: u64::try_from(record.offset).unwrap_or_default(),
-        _partition: u32::try_from(record.partition).unwrap_or_default(),
-        _version: version,
+        process_person: e.process_person,
     }
 }
 
@@ -165,13 +125,17 @@ impl Processor {
         for (record, outcome) in records.into_iter().zip(outcomes) {
             match outcome {
                 Outcome::Event(event, warnings) => {
-                    out.warnings.extend(warnings.into_iter().map(warning_row));
+                    for w in &warnings {
+                        out.push_warning(w.team_id, w.kind, &w.details, w.at);
+                    }
                     events.push((record, event));
                 }
                 Outcome::Dropped { reason, warning } => {
                     metrics::counter!("hogstream_events_dropped_total", "reason" => reason)
                         .increment(1);
-                    out.warnings.extend(warning.map(warning_row));
+                    if let Some(w) = &warning {
+                        out.push_warning(w.team_id, w.kind, &w.details, w.at);
+                    }
                 }
                 Outcome::DeadLetter(reason) => {
                     out.bytes += record.payload.len();
@@ -215,81 +179,30 @@ impl Processor {
             }
         };
 
-        out.warnings.extend(processed.warnings.into_iter().map(|w| {
-            warning_row(Warning {
-                at: w.at,
-                team_id: w.team_id,
-                kind: w.kind,
-                details: w.details,
-            })
-        }));
+        for w in &processed.warnings {
+            out.push_warning(w.team_id, w.kind, &w.details, w.at);
+        }
         let version = self.versions.next();
         let stored = events.len() as u64;
-        let rows: Vec<(EventRow, i64)> = events
+        let rows: Vec<(events::EventRow, i64)> = events
             .into_par_iter()
             .zip(processed.events)
             .map(|((record, event), person)| {
-                let received_ms = record.timestamp_ms;
-                (event_row(&record, event, person, version), received_ms)
+                let kafka = KafkaPosition {
+                    timestamp_ms: record.timestamp_ms,
+                    offset: record.offset,
+                    partition: record.partition,
+                };
+                let row = events::row(event_input(event), person, &kafka, version);
+                (row, record.timestamp_ms)
             })
             .collect();
         for (row, received_ms) in rows {
-            out.bytes += row.properties.len() + row.person_properties.len() + 128;
-            out.events.push(row);
-            out.received_ms.push(received_ms);
+            out.push_event(row, received_ms);
         }
-        self.change_rows(processed.changes, out);
+        out.push_changes(processed.changes, || self.versions.next());
         metrics::counter!("hogstream_events_processed_total").increment(stored);
         processed.writes
-    }
-
-    fn change_rows(&mut self, changes: Changes, out: &mut OutputBatch) {
-        for p in changes.persons.persons {
-            let properties = p.person.properties_json.to_string();
-            out.bytes += properties.len() + 64;
-            out.persons.push(PersonRow {
-                id: p.person.id,
-                created_at: p.person.created_at,
-                team_id: p.team_id,
-                properties,
-                is_identified: i8::from(p.person.is_identified),
-                is_deleted: i8::from(p.is_deleted),
-                version: self.versions.next(),
-            });
-        }
-        let id_row = |d: hogstream_state::persons::DistinctIdChange, v: u64| PersonDistinctIdRow {
-            team_id: d.team_id,
-            distinct_id: d.distinct_id,
-            person_id: d.person_id,
-            is_deleted: 0,
-            version: i64::try_from(v).unwrap_or(i64::MAX),
-        };
-        for d in changes.persons.distinct_ids {
-            let v = self.versions.next();
-            out.distinct_ids.push(id_row(d, v));
-        }
-        for d in changes.persons.overrides {
-            let v = self.versions.next();
-            out.overrides.push(id_row(d, v));
-        }
-        for g in changes.groups {
-            out.groups.push(GroupRow {
-                group_type_index: g.group_type_index,
-                group_key: g.group_key,
-                created_at: g.created_at,
-                team_id: g.team_id,
-                group_properties: Value::Object(g.properties).to_string(),
-                version: self.versions.next(),
-            });
-        }
-        for t in changes.group_types {
-            out.group_type_mappings.push(GroupTypeMappingRow {
-                team_id: t.team_id,
-                group_type: t.group_type,
-                group_type_index: t.group_type_index,
-                version: self.versions.next(),
-            });
-        }
     }
 }
 
@@ -372,7 +285,10 @@ mod tests {
         assert_eq!(out.events[0]._partition, 3);
         assert_eq!(out.events[0].team_id, 9);
         assert_eq!(out.events[0].person_id, person_uuid(9, "d"));
-        assert_eq!(out.events[0].person_mode, person_mode::FULL);
+        assert_eq!(
+            out.events[0].person_mode,
+            hogstream_sinks::tables::events::person_mode::FULL
+        );
         assert_eq!(out.events[0].properties, r#"{"k":1}"#);
         assert_eq!(out.dead_letters.len(), 1);
         assert_eq!(out.dead_letters[0].offset, 2);
@@ -471,7 +387,10 @@ mod tests {
         let person: serde_json::Value =
             serde_json::from_str(&out.events[1].person_properties).unwrap();
         assert_eq!(person["plan"], "free");
-        assert_eq!(out.events[2].person_mode, person_mode::PROPERTYLESS);
+        assert_eq!(
+            out.events[2].person_mode,
+            hogstream_sinks::tables::events::person_mode::PROPERTYLESS
+        );
         assert!(!out.events[2].properties.contains("$group_0"));
         assert!(out.warnings.is_empty(), "the identify merged: no warning");
         // Every event of both ids was stored with the surviving person: no override is needed.

@@ -1,87 +1,124 @@
 //! Everything one flush writes, table by table, with deterministic deduplication tokens.
 
-use xxhash_rust::xxh3::Xxh3;
+use hogstream_state::persons::Changes;
 
 use crate::{
     clickhouse::ClickHouseSink,
     dead_letter::{DeadLetter, DeadLetterProducer},
     error::SinkError,
     processed::ProcessedProducer,
-    rows::{
-        EventRow, GroupRow, GroupTypeMappingRow, IngestionWarningRow, PersonDistinctIdRow,
-        PersonRow,
+    tables::{
+        Table,
+        events::{EventRow, Events},
+        group_type_mapping::GroupTypeMapping,
+        groups::Groups,
+        ingestion_warnings::IngestionWarnings,
+        person::Person,
+        person_distinct_id_overrides::PersonDistinctIdOverrides,
+        person_distinct_id2::PersonDistinctId2,
+        token,
     },
 };
 
-#[derive(Debug, Default, Clone)]
-pub struct OutputBatch {
-    pub events: Vec<EventRow>,
-    pub persons: Vec<PersonRow>,
-    pub distinct_ids: Vec<PersonDistinctIdRow>,
-    /// Distinct ids whose person is not their own UUIDv5 (same columns).
-    pub overrides: Vec<PersonDistinctIdRow>,
-    pub groups: Vec<GroupRow>,
-    pub group_type_mappings: Vec<GroupTypeMappingRow>,
-    pub warnings: Vec<IngestionWarningRow>,
-    pub dead_letters: Vec<DeadLetter>,
-    /// When capture produced each event of `events` (its Kafka timestamp, ms since the epoch),
-    /// for the end-to-end latency histogram.
-    pub received_ms: Vec<i64>,
-    /// Approximate payload bytes, for flush thresholds.
-    pub bytes: usize,
+/// The tables a flush writes, in the order it writes them: persons first, so that a reader
+/// never sees an event whose person row is missing; events last. Each becomes a field of
+/// [`OutputBatch`] holding that table's rows.
+macro_rules! output_batch {
+    ($($(#[$doc:meta])* $field:ident: $table:ty),* $(,)?) => {
+        #[derive(Debug, Default, Clone)]
+        pub struct OutputBatch {
+            $($(#[$doc])* pub $field: Vec<<$table as Table>::Row>,)*
+            pub dead_letters: Vec<DeadLetter>,
+            /// When capture produced each event of `events` (its Kafka timestamp, ms since the
+            /// epoch), for the end-to-end latency histogram.
+            pub received_ms: Vec<i64>,
+            /// Approximate payload bytes, for flush thresholds.
+            pub bytes: usize,
+        }
+
+        impl OutputBatch {
+            pub fn is_empty(&self) -> bool {
+                $(self.$field.is_empty() &&)* self.dead_letters.is_empty()
+            }
+
+            pub fn append(&mut self, mut other: OutputBatch) {
+                $(self.$field.append(&mut other.$field);)*
+                self.dead_letters.append(&mut other.dead_letters);
+                self.received_ms.append(&mut other.received_ms);
+                self.bytes += other.bytes;
+            }
+
+            async fn insert_tables(&self, sink: &ClickHouseSink) -> Result<(), SinkError> {
+                $(sink.insert(<$table>::NAME, &self.$field, &token::<$table>(&self.$field)).await?;)*
+                Ok(())
+            }
+        }
+    };
 }
 
-/// A token derived only from what identifies the rows, never from timing, so the same rows
-/// always carry the same token: ClickHouse then drops a repeated insert of them.
-fn token<I, F>(table: &str, items: I, mut feed: F) -> String
-where
-    I: IntoIterator,
-    F: FnMut(&mut Xxh3, I::Item),
-{
-    let mut h = Xxh3::new();
-    h.update(table.as_bytes());
-    for item in items {
-        feed(&mut h, item);
-    }
-    format!("hs-{:032x}", h.digest128())
+output_batch! {
+    persons: Person,
+    distinct_ids: PersonDistinctId2,
+    /// Distinct ids some of whose stored events carry another person (same columns).
+    overrides: PersonDistinctIdOverrides,
+    group_type_mappings: GroupTypeMapping,
+    groups: Groups,
+    warnings: IngestionWarnings,
+    events: Events,
 }
 
 impl OutputBatch {
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.persons.is_empty()
-            && self.distinct_ids.is_empty()
-            && self.overrides.is_empty()
-            && self.groups.is_empty()
-            && self.group_type_mappings.is_empty()
-            && self.warnings.is_empty()
-            && self.dead_letters.is_empty()
+    /// Adds an event's row; `received_ms` is when capture produced it.
+    pub fn push_event(&mut self, row: EventRow, received_ms: i64) {
+        self.bytes += row.properties.len() + row.person_properties.len() + 128;
+        self.events.push(row);
+        self.received_ms.push(received_ms);
     }
 
-    pub fn append(&mut self, mut other: OutputBatch) {
-        self.events.append(&mut other.events);
-        self.persons.append(&mut other.persons);
-        self.distinct_ids.append(&mut other.distinct_ids);
-        self.overrides.append(&mut other.overrides);
-        self.groups.append(&mut other.groups);
-        self.group_type_mappings
-            .append(&mut other.group_type_mappings);
-        self.warnings.append(&mut other.warnings);
-        self.dead_letters.append(&mut other.dead_letters);
-        self.received_ms.append(&mut other.received_ms);
-        self.bytes += other.bytes;
+    /// Adds a warning hogstream raised about an event received `at`.
+    pub fn push_warning(
+        &mut self,
+        team_id: i64,
+        kind: &str,
+        details: &serde_json::Value,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.warnings.push(crate::tables::ingestion_warnings::row(
+            team_id, kind, details, at,
+        ));
+    }
+
+    /// Adds the rows of the person stage's changes; `version` gives each row its own.
+    pub fn push_changes(&mut self, changes: Changes, mut version: impl FnMut() -> u64) {
+        use crate::tables::{group_type_mapping, groups, person, person_distinct_id2};
+        for p in changes.persons.persons {
+            let row = person::row(p, version());
+            self.bytes += row.properties.len() + 64;
+            self.persons.push(row);
+        }
+        for d in changes.persons.distinct_ids {
+            self.distinct_ids
+                .push(person_distinct_id2::row(d, version()));
+        }
+        for d in changes.persons.overrides {
+            self.overrides.push(person_distinct_id2::row(d, version()));
+        }
+        for g in changes.groups {
+            self.groups.push(groups::row(g, version()));
+        }
+        for t in changes.group_types {
+            self.group_type_mappings
+                .push(group_type_mapping::row(t, version()));
+        }
     }
 
     pub fn events_token(&self) -> String {
-        token("events", &self.events, |h, r| {
-            h.update(r.uuid.as_bytes());
-        })
+        token::<Events>(&self.events)
     }
 
-    /// Writes dead letters, every table, then the processed events for destinations. Persons
-    /// go first so that a reader never sees an event whose person row is missing, and
-    /// destinations see an event only once ClickHouse has it; the order does not matter for
-    /// correctness after a replay.
+    /// Writes dead letters, every table, then the processed events for destinations, which
+    /// see an event only once ClickHouse has it; the order does not matter for correctness
+    /// after a replay.
     pub async fn write(&self, outputs: &Outputs) -> Result<(), SinkError> {
         let Outputs {
             clickhouse: sink,
@@ -89,54 +126,7 @@ impl OutputBatch {
             processed,
         } = outputs;
         dlq.send_all(&self.dead_letters).await?;
-        let persons = token("person", &self.persons, |h, r| {
-            h.update(r.id.as_bytes());
-            h.update(&r.version.to_le_bytes());
-        });
-        sink.insert("person", &self.persons, &persons).await?;
-
-        let ids = token("person_distinct_id2", &self.distinct_ids, |h, r| {
-            h.update(&r.team_id.to_le_bytes());
-            h.update(r.distinct_id.as_bytes());
-            h.update(&r.version.to_le_bytes());
-        });
-        sink.insert("person_distinct_id2", &self.distinct_ids, &ids)
-            .await?;
-        let overrides = token("person_distinct_id_overrides", &self.overrides, |h, r| {
-            h.update(&r.team_id.to_le_bytes());
-            h.update(r.distinct_id.as_bytes());
-            h.update(&r.version.to_le_bytes());
-        });
-        sink.insert("person_distinct_id_overrides", &self.overrides, &overrides)
-            .await?;
-
-        let mappings = token("group_type_mapping", &self.group_type_mappings, |h, r| {
-            h.update(&r.team_id.to_le_bytes());
-            h.update(r.group_type.as_bytes());
-            h.update(&r.version.to_le_bytes());
-        });
-        sink.insert("group_type_mapping", &self.group_type_mappings, &mappings)
-            .await?;
-
-        let groups = token("groups", &self.groups, |h, r| {
-            h.update(&r.team_id.to_le_bytes());
-            h.update(&[r.group_type_index]);
-            h.update(r.group_key.as_bytes());
-            h.update(&r.version.to_le_bytes());
-        });
-        sink.insert("groups", &self.groups, &groups).await?;
-
-        let warnings = token("ingestion_warnings", &self.warnings, |h, r| {
-            h.update(&r.team_id.to_le_bytes());
-            h.update(r.kind.as_bytes());
-            h.update(r.details.as_bytes());
-            h.update(&r.timestamp.timestamp_micros().to_le_bytes());
-        });
-        sink.insert("ingestion_warnings", &self.warnings, &warnings)
-            .await?;
-
-        sink.insert("events", &self.events, &self.events_token())
-            .await?;
+        self.insert_tables(sink).await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let latency = metrics::histogram!(hogstream_event::latency::EVENT_LATENCY);
         for received in &self.received_ms {

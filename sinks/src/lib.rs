@@ -8,8 +8,8 @@ pub mod clickhouse;
 pub mod dead_letter;
 pub mod error;
 pub mod processed;
-pub mod rows;
 pub mod schema;
+pub mod tables;
 
 pub use batch::{OutputBatch, Outputs};
 pub use clickhouse::{ClickHouseConfig, ClickHouseSink};

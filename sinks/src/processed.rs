@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     error::SinkError,
-    rows::{EventRow, person_mode},
+    tables::events::{EventRow, person_mode},
 };
 
 /// The wire form of [`hogstream_event::ProcessedEvent`], borrowed from an event row so its JSON

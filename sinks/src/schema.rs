@@ -12,7 +12,7 @@
 
 use clickhouse::Client;
 
-use crate::error::SinkError;
+use crate::{error::SinkError, tables};
 
 /// How many recent insert blocks each table remembers for token deduplication.
 const DEDUP_WINDOW: u32 = 10_000;
@@ -29,106 +29,13 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "posthog tables",
         statements: &[
-            r"CREATE TABLE IF NOT EXISTS {db}.events (
-            uuid UUID,
-            event String,
-            properties String CODEC(ZSTD(3)),
-            timestamp DateTime64(6, 'UTC'),
-            team_id Int64,
-            distinct_id String,
-            elements_chain String,
-            created_at DateTime64(6, 'UTC'),
-            person_id UUID,
-            person_created_at DateTime64(3, 'UTC'),
-            person_properties String CODEC(ZSTD(3)),
-            group0_properties String DEFAULT '',
-            group1_properties String DEFAULT '',
-            group2_properties String DEFAULT '',
-            group3_properties String DEFAULT '',
-            group4_properties String DEFAULT '',
-            group0_created_at DateTime64(3, 'UTC') DEFAULT 0,
-            group1_created_at DateTime64(3, 'UTC') DEFAULT 0,
-            group2_created_at DateTime64(3, 'UTC') DEFAULT 0,
-            group3_created_at DateTime64(3, 'UTC') DEFAULT 0,
-            group4_created_at DateTime64(3, 'UTC') DEFAULT 0,
-            person_mode Enum8('full' = 0, 'propertyless' = 1, 'force_upgrade' = 2),
-            `$group_0` String MATERIALIZED JSONExtractString(properties, '$group_0'),
-            `$group_1` String MATERIALIZED JSONExtractString(properties, '$group_1'),
-            `$group_2` String MATERIALIZED JSONExtractString(properties, '$group_2'),
-            `$group_3` String MATERIALIZED JSONExtractString(properties, '$group_3'),
-            `$group_4` String MATERIALIZED JSONExtractString(properties, '$group_4'),
-            `$session_id` String MATERIALIZED JSONExtractString(properties, '$session_id'),
-            `$window_id` String MATERIALIZED JSONExtractString(properties, '$window_id'),
-            _timestamp DateTime,
-            _offset UInt64,
-            _partition UInt32,
-            _version UInt64,
-            inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)
-        ) ENGINE = ReplacingMergeTree(_version)
-        PARTITION BY toYYYYMM(timestamp)
-        ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))
-        SETTINGS non_replicated_deduplication_window = {dedup}",
-            r"CREATE TABLE IF NOT EXISTS {db}.person (
-            id UUID,
-            created_at DateTime64(3, 'UTC'),
-            team_id Int64,
-            properties String CODEC(ZSTD(3)),
-            is_identified Int8,
-            is_deleted Int8,
-            version UInt64,
-            _timestamp DateTime DEFAULT now()
-        ) ENGINE = ReplacingMergeTree(version)
-        ORDER BY (team_id, id)
-        SETTINGS non_replicated_deduplication_window = {dedup}",
-            r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id2 (
-            team_id Int64,
-            distinct_id String,
-            person_id UUID,
-            is_deleted Int8,
-            version Int64,
-            _timestamp DateTime DEFAULT now()
-        ) ENGINE = ReplacingMergeTree(version)
-        ORDER BY (team_id, distinct_id)
-        SETTINGS index_granularity = 512, non_replicated_deduplication_window = {dedup}",
-            r"CREATE TABLE IF NOT EXISTS {db}.person_distinct_id_overrides (
-            team_id Int64,
-            distinct_id String,
-            person_id UUID,
-            is_deleted Int8,
-            version Int64,
-            _timestamp DateTime DEFAULT now()
-        ) ENGINE = ReplacingMergeTree(version)
-        ORDER BY (team_id, distinct_id)
-        SETTINGS index_granularity = 512, non_replicated_deduplication_window = {dedup}",
-            r"CREATE TABLE IF NOT EXISTS {db}.groups (
-            group_type_index UInt8,
-            group_key String,
-            created_at DateTime64(3, 'UTC'),
-            team_id Int64,
-            group_properties String,
-            version UInt64,
-            _timestamp DateTime DEFAULT now()
-        ) ENGINE = ReplacingMergeTree(version)
-        ORDER BY (team_id, group_type_index, group_key)
-        SETTINGS non_replicated_deduplication_window = {dedup}",
-            r"CREATE TABLE IF NOT EXISTS {db}.group_type_mapping (
-            team_id Int64,
-            group_type String,
-            group_type_index UInt8,
-            version UInt64
-        ) ENGINE = ReplacingMergeTree(version)
-        ORDER BY (team_id, group_type)",
-            r"CREATE TABLE IF NOT EXISTS {db}.ingestion_warnings (
-            team_id Int64,
-            source LowCardinality(String),
-            type LowCardinality(String),
-            details String CODEC(ZSTD(3)),
-            timestamp DateTime64(6, 'UTC'),
-            inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)
-        ) ENGINE = MergeTree
-        PARTITION BY toYYYYMM(timestamp)
-        ORDER BY (team_id, toHour(timestamp), type, source, timestamp)
-        SETTINGS non_replicated_deduplication_window = {dedup}",
+            tables::events::CREATE,
+            tables::person::CREATE,
+            tables::person_distinct_id2::CREATE,
+            tables::person_distinct_id_overrides::CREATE,
+            tables::groups::CREATE,
+            tables::group_type_mapping::CREATE,
+            tables::ingestion_warnings::CREATE,
         ],
     },
     Migration {
@@ -136,37 +43,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "dead-letter redrive ledger",
         // One row per dead letter `hogstream dlq redrive` re-produced, written after Kafka
         // acknowledged it: a second redrive of the same entry is refused unless forced.
-        statements: &[r"CREATE TABLE IF NOT EXISTS {db}.dlq_redrives (
-            topic String,
-            `partition` Int32,
-            `offset` Int64,
-            redriven_at DateTime64(6, 'UTC'),
-            into_topic String,
-            payload_replaced UInt8
-        ) ENGINE = ReplacingMergeTree
-        ORDER BY (topic, `partition`, `offset`)"],
+        statements: &[tables::dlq_redrives::CREATE],
     },
     Migration {
         version: 3,
         name: "deduplicated ingestion warnings",
         // A replay re-processes events and raises their warnings again, with the same time
         // (capture's receipt) and details: keyed by those, the copies collapse like events do.
-        statements: &[
-            r"CREATE TABLE IF NOT EXISTS {db}.ingestion_warnings_v2 (
-            team_id Int64,
-            source LowCardinality(String),
-            type LowCardinality(String),
-            details String CODEC(ZSTD(3)),
-            timestamp DateTime64(6, 'UTC'),
-            inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)
-        ) ENGINE = ReplacingMergeTree
-        PARTITION BY toYYYYMM(timestamp)
-        ORDER BY (team_id, toHour(timestamp), type, source, timestamp, cityHash64(details))
-        SETTINGS non_replicated_deduplication_window = {dedup}",
-            r"INSERT INTO {db}.ingestion_warnings_v2 SELECT * FROM {db}.ingestion_warnings",
-            r"RENAME TABLE {db}.ingestion_warnings TO {db}.ingestion_warnings_v1, {db}.ingestion_warnings_v2 TO {db}.ingestion_warnings",
-            r"DROP TABLE {db}.ingestion_warnings_v1",
-        ],
+        statements: &tables::ingestion_warnings::DEDUPLICATE,
     },
 ];
 

@@ -78,13 +78,25 @@ pub fn require_clickhouse() -> String {
     url
 }
 
-/// A local TCP port nothing listens on right now.
+/// Ports this test binary handed out (see [`free_port`]).
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A local TCP port nothing listens on right now, and never handed out before in this test
+/// binary: its tests run in parallel, and two of them must not pick the same port between
+/// choosing it and binding it (an engine then failed with "address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A free local port outside `taken` (ports chosen earlier that nothing listens on yet).
@@ -112,11 +124,16 @@ pub fn free_ports(n: u16, taken: &[std::ops::Range<u16>]) -> std::ops::Range<u16
         {
             continue;
         }
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if range.clone().skip(1).any(|p| handed_out.contains(&p)) {
+            continue;
+        }
         let held: Vec<_> = range
             .clone()
             .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
             .collect();
         if held.len() == usize::from(n) {
+            handed_out.extend(range.clone().skip(1));
             return range;
         }
     }
