@@ -327,8 +327,9 @@ fn route(msg: &BorrowedMessage<'_>) -> u64 {
 /// at most that many messages per partition are treated as possible replays.
 #[derive(Debug, Default)]
 pub struct ReadHorizon {
-    earlier: HashMap<(String, i32), i64>,
-    current: HashMap<(String, i32), i64>,
+    /// Topic → partition → horizon; keyed by topic first so the read path borrows the name.
+    earlier: HashMap<String, HashMap<i32, i64>>,
+    current: HashMap<String, HashMap<i32, i64>>,
 }
 
 /// How far ahead of the messages being read the horizon is stored.
@@ -336,10 +337,10 @@ pub const HORIZON_STEP: i64 = 100_000;
 
 impl ReadHorizon {
     pub fn load(store: &StateStore, partitions: &[(String, i32)]) -> Result<Self, EngineError> {
-        let mut earlier = HashMap::new();
+        let mut earlier: HashMap<String, HashMap<i32, i64>> = HashMap::new();
         for (t, p) in partitions {
             if let Some(h) = store.read_horizon(t, *p)? {
-                earlier.insert((t.clone(), *p), h);
+                earlier.entry(t.clone()).or_default().insert(*p, h);
             }
         }
         Ok(Self {
@@ -357,13 +358,20 @@ impl ReadHorizon {
         partition: i32,
         offset: i64,
     ) -> Result<bool, EngineError> {
-        let key = (topic.to_owned(), partition);
-        if self.current.get(&key).is_none_or(|h| offset >= *h) {
+        let current = self.current.get(topic).and_then(|h| h.get(&partition));
+        if current.is_none_or(|h| offset >= *h) {
             let horizon = offset + HORIZON_STEP;
             store.store_read_horizon(topic, partition, horizon)?;
-            self.current.insert(key.clone(), horizon);
+            self.current
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(partition, horizon);
         }
-        Ok(self.earlier.get(&key).is_some_and(|h| offset < *h))
+        Ok(self
+            .earlier
+            .get(topic)
+            .and_then(|h| h.get(&partition))
+            .is_some_and(|h| offset < *h))
     }
 }
 
