@@ -21,6 +21,8 @@ pub struct Config {
     pub teams: Vec<Team>,
     /// Plugin transforms per team, run in this order (see the plugin guide).
     pub plugins: Vec<hogstream_plugin::PluginConfig>,
+    /// Views per team, kept current in their ClickHouse tables (docs/views.md).
+    pub views: Vec<hogstream_engine::views::ViewConfig>,
 }
 
 /// Environment variables that override the file, for deployment-specific values.
@@ -98,6 +100,9 @@ impl Config {
         hogstream_engine::teams::Teams::new(self.teams.clone()).context("[[teams]]")?;
         let team_ids: Vec<i64> = self.teams.iter().map(|t| t.id).collect();
         crate::plugins::registry().check(&self.plugins, &team_ids)?;
+        crate::plugins::views()
+            .resolve(&self.views, &team_ids)
+            .map_err(|e| anyhow::anyhow!(e))?;
         if self.engine.workers == 0 {
             bail!("[engine] workers must be at least 1");
         }

@@ -163,6 +163,7 @@ fn engine_settings(config: &Config, cluster: &ClusterArgs) -> Result<EngineSetti
         clickhouse: config.clickhouse.clone(),
         teams: config.teams.clone(),
         plugins: config.plugins.clone(),
+        views: config.views.clone(),
         cluster: cluster.to_config()?,
     })
 }
@@ -199,7 +200,8 @@ fn spawn_engine(
     flag: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::task::spawn_blocking(move || {
-        hogstream_engine::run(settings, &plugins::registry(), flag).context("engine")
+        hogstream_engine::run(settings, &plugins::registry(), &plugins::views(), flag)
+            .context("engine")
     })
 }
 
@@ -208,6 +210,28 @@ async fn migrate(config: &Config) -> Result<()> {
     let applied = hogstream_sinks::schema::migrate(&client, &config.clickhouse.database)
         .await
         .with_context(|| format!("migrating ClickHouse at {}", config.clickhouse.url))?;
+    let team_ids: Vec<i64> = config.teams.iter().map(|t| t.id).collect();
+    let views = plugins::views()
+        .resolve(&config.views, &team_ids)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for v in &views {
+        let table = v.table();
+        hogstream_sinks::schema::create_view_table(
+            &client,
+            &config.clickhouse.database,
+            &v.create_statement(),
+        )
+        .await
+        .with_context(|| format!("creating view table {table}"))?;
+        hogstream_sinks::schema::check_view_table(
+            &client,
+            &config.clickhouse.database,
+            &table,
+            &v.view.table().columns(),
+        )
+        .await?;
+        println!("clickhouse: view table `{table}` is ready");
+    }
     if applied.is_empty() {
         println!(
             "clickhouse: database `{}` is up to date",

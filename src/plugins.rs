@@ -5,7 +5,18 @@
 //! `example-plugins` feature (tests, trying plugins out): its `chaos` panics on demand and must
 //! not be reachable from a production configuration.
 
+use hogstream_engine::views::ViewRegistry;
 use hogstream_plugin::Registry;
+
+/// The views this binary knows: the built-ins, plus any view crate registered here (the
+/// example crate's in builds with the `example-plugins` feature).
+pub fn views() -> ViewRegistry {
+    #[allow(unused_mut)]
+    let mut registry = ViewRegistry::new();
+    #[cfg(feature = "example-plugins")]
+    registry.register(hogstream_example_plugin::PersonsByBrowser);
+    registry
+}
 
 pub fn registry() -> Registry {
     let mut registry = Registry::new();

@@ -91,12 +91,12 @@ pub fn run(config: &Config, command: StateCommand) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let mut total = 0;
     for (from, store) in stores.iter().enumerate() {
-        let moved = store.move_person_state(&stores, |team| {
+        let moved = store.move_team_state(&stores, |team| {
             let to = target(team)? as usize;
             Ok((to != from).then_some(to))
         })?;
         for (to, n) in moved.iter().enumerate().filter(|(_, n)| **n > 0) {
-            println!("moved {n} person-state records from process {from} to process {to}");
+            println!("moved {n} person-state and view records from process {from} to process {to}");
             total += n;
         }
     }

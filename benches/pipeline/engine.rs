@@ -17,8 +17,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::support::{
-    CpuSample, PARTITIONS, Setup, brokers, cpu_by_thread, cpu_seconds, env_number, produce,
-    service_pid, unique,
+    CpuSample, PARTITIONS, Setup, brokers, cpu_by_thread, cpu_seconds, env_number, peak_resident,
+    produce, service_pid, unique,
 };
 
 #[derive(Row, Serialize)]
@@ -92,6 +92,8 @@ pub struct EngineRun {
     exported_per_second: Option<f64>,
     pub cpu_seconds: f64,
     cpu_by_thread: BTreeMap<String, f64>,
+    /// The engine's peak resident memory.
+    peak_resident: u64,
 }
 
 /// Events per second from the engine's start until every event is in `events` (and, with
@@ -135,6 +137,7 @@ pub async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> Eng
         exported_per_second,
         cpu_seconds: cpu_seconds(engine.pid()),
         cpu_by_thread: cpu_by_thread(engine.pid()),
+        peak_resident: peak_resident(engine.pid()),
     }
 }
 
@@ -231,5 +234,47 @@ pub async fn bench() {
             "NOT met"
         },
         with_dest.stored_per_second / engine
+    );
+}
+
+/// The built-in views, for every team.
+const BUILTIN_VIEWS: &str = "[[views]]\nview = \"daily_active_persons\"\n[[views]]\nview = \"weekly_active_persons\"\n[[views]]\nview = \"events_per_day\"\n[[views]]\nview = \"first_seen\"\n[[views]]\nview = \"sessions_per_day\"\n";
+
+/// `views`: the engine on the same events without views and with the five built-in views.
+pub async fn bench_views() {
+    let n = env_number("HOGSTREAM_BENCH_ENGINE_EVENTS", 200_000);
+    let mut runs = Vec::new();
+    for (label, extra) in [("no views", ""), ("the five built-in views", BUILTIN_VIEWS)] {
+        let setup = Setup::new(2, |_| extra.to_string());
+        produce(&setup.topic, n, 5_000, false).await;
+        let run = run_engine(&setup, n, None).await;
+        if !extra.is_empty() {
+            let rows = setup
+                .count("SELECT count() FROM view_daily_active_persons FINAL")
+                .await;
+            assert!(rows > 0, "the views wrote nothing");
+        }
+        setup.clean().await;
+        runs.push((label, run));
+    }
+    println!(
+        "\n## engine with views ({n} events of ~600 B from 5,000 distinct ids, each its own session, {PARTITIONS} partitions, 2 workers)"
+    );
+    println!(
+        "| run | events/s into `events` | engine CPU s per 100k events | engine peak resident MB |"
+    );
+    println!("|---|---|---|---|");
+    for (label, run) in &runs {
+        println!(
+            "| {label} | {:.0} | {:.2} | {:.0} |",
+            run.stored_per_second,
+            run.cpu_seconds / n as f64 * 100_000.0,
+            run.peak_resident as f64 / 1e6
+        );
+    }
+    println!(
+        "with views / without: {:.2} of the events/s, {:.2}x the CPU",
+        runs[1].1.stored_per_second / runs[0].1.stored_per_second,
+        runs[1].1.cpu_seconds / runs[0].1.cpu_seconds
     );
 }

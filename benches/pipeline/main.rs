@@ -4,6 +4,7 @@
 //! - `capture`: capture's events/s, latency and CPU per core, idempotent producer and not,
 //!   beside rdkafka producing the same messages ([`capture`]);
 //! - `engine`: the engine's events/s beside a bare passthrough ([`engine`]);
+//! - `views`: the engine without views and with the built-in views ([`engine::bench_views`]);
 //! - `latency`: capture's 200 → row queryable at a sustained rate, and CPU per 100k events of
 //!   each process ([`latency`]);
 //! - `replay`: `hogstream replay` messages/s beside rdkafka ([`operations`]);
@@ -36,6 +37,9 @@ async fn main() {
     }
     if run("engine") {
         engine::bench().await;
+    }
+    if run("views") {
+        engine::bench_views().await;
     }
     if run("latency") {
         latency::bench().await;

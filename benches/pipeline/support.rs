@@ -102,6 +102,17 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// CPU seconds per thread group of a process (thread names with their numbers stripped, e.g.
 /// `tokio-runtime-w`, `rdk:broker`), to see where the CPU goes.
+/// The most resident memory process `pid` has held (Linux's VmHWM), in bytes; 0 if unknown.
+pub fn peak_resident(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 pub fn cpu_by_thread(pid: u32) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -136,5 +136,7 @@ pub struct EngineSettings {
     pub clickhouse: ClickHouseConfig,
     pub teams: Vec<Team>,
     pub plugins: Vec<hogstream_plugin::PluginConfig>,
+    /// The `[[views]]` entries.
+    pub views: Vec<crate::views::ViewConfig>,
     pub cluster: ClusterConfig,
 }

@@ -28,16 +28,57 @@ use timely::{
     dataflow::{
         Stream,
         channels::pact::Pipeline,
-        operators::{Capability, Exchange, Input, Probe, generic::Operator},
+        operators::{
+            Capability, Concat, Exchange, Input, Probe,
+            core::{Map, Partition},
+            generic::Operator,
+        },
     },
     worker::Worker,
 };
 use tracing::Instrument;
 
 use crate::{
-    config::EngineSettings, error::EngineError, normalize::Rules, process::Processor,
-    record::SourceRecord, shards, source, teams::Teams,
+    config::EngineSettings,
+    error::EngineError,
+    normalize::Rules,
+    process::Processor,
+    record::SourceRecord,
+    shards, source,
+    teams::Teams,
+    views::{self, ViewEvent, registry::ActiveView},
 };
+
+/// The views of this process: which run, and their input.
+pub struct ViewsContext {
+    pub active: Vec<ActiveView>,
+    pub inputs: views::input::ViewInputs,
+    /// What the views counted before this start, given to the first worker of the process at
+    /// its first epoch.
+    pub loaded: std::sync::Mutex<Option<Vec<(ViewEvent, isize)>>>,
+    /// A version below every row this run writes and above every row earlier runs wrote.
+    pub started_version: u64,
+}
+
+impl ViewsContext {
+    /// Once the rebuilt results are stored: deletes the rows of earlier runs that no longer
+    /// hold (a result that vanished while no run could write its deletion, e.g. before a
+    /// SIGKILL), in every view table.
+    fn sweep(&self, shared: &WorkerContext) -> Result<(), EngineError> {
+        let database = &shared.settings.clickhouse.database;
+        let client = shared.outputs.clickhouse.client();
+        for v in &self.active {
+            let sql = v
+                .sweep_statement(self.started_version)
+                .replace("{db}", &format!("`{database}`"));
+            shared
+                .runtime
+                .block_on(client.query(&sql).execute())
+                .map_err(|e| EngineError::Sink(e.into()))?;
+        }
+        Ok(())
+    }
+}
 
 /// What the workers of one process share.
 pub struct WorkerContext {
@@ -50,9 +91,18 @@ pub struct WorkerContext {
     pub runtime: tokio::runtime::Handle,
     pub outputs: Outputs,
     pub shutdown: Arc<AtomicBool>,
+    /// `None` when no view is enabled.
+    pub views: Option<ViewsContext>,
 }
 
 type Epoch = u64;
+
+/// What the process stage emits: work for the sink, or an update of the views' input.
+#[derive(Clone)]
+enum Processed {
+    Work(WorkBatch),
+    View(ViewEvent, Epoch, isize),
+}
 
 /// What one process step hands the sink: rows, and the person-state writes to commit once
 /// those rows are stored.
@@ -252,34 +302,77 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
         shared.store.clone(),
         Arc::clone(&shared.state_pool),
     )?;
-    let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+    let (mut input, mut view_input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
-        let batches = stream
+        let ctx = Arc::clone(shared);
+        let processed = stream
             .exchange(move |r: &SourceRecord| {
                 shards::worker_of(shards::shard_of(r.route), processes, workers)
             })
-            .unary::<CapacityContainerBuilder<Vec<WorkBatch>>, _, _, _>(
+            .unary::<CapacityContainerBuilder<Vec<Processed>>, _, _, _>(
                 Pipeline,
                 "process",
                 move |_cap, _info| {
                     move |input, output| {
                         input.for_each_stamp(|cap, data| {
                             let mut work = WorkBatch::default();
+                            let time = cap.least().copied().unwrap_or_default();
+                            let mut session = output.session(&cap);
                             for container in data {
+                                let (events, overrides) = (work.out.events.len(), work.out.overrides.len());
                                 let writes = processor.process(container.drain(..), &mut work.out);
                                 if !writes.is_empty() {
                                     work.state.push(writes);
                                 }
+                                let Some(views) = &ctx.views else { continue };
+                                match views.inputs.updates(&work.out.events[events..], &work.out.overrides[overrides..]) {
+                                    Ok(updates) => session.give_iterator(
+                                        updates.into_iter().map(|(u, diff)| Processed::View(u, time, diff)),
+                                    ),
+                                    Err(e) => {
+                                        // Without its input recorded a view could not be rebuilt
+                                        // after a restart: stop before anything is committed.
+                                        tracing::error!(error = %e, "cannot record view input; stopping");
+                                        ctx.shutdown.store(true, Ordering::Relaxed);
+                                    }
+                                }
                             }
                             if !work.out.is_empty() || !work.state.is_empty() {
-                                output.session(&cap).give(work);
+                                session.give(Processed::Work(work));
                             }
                         });
                     }
                 },
             );
+        // Each item goes one way: a stream read by two operators would copy every batch.
+        let mut parts = processed
+            .partition::<CapacityContainerBuilder<Vec<Processed>>, _, _>(2, |p| match p {
+                Processed::Work(_) => (0, p),
+                Processed::View(..) => (1, p),
+            })
+            .into_iter();
+        let (work, view_updates) = (parts.next().expect("2 parts"), parts.next().expect("2 parts"));
+        let batches = work.flat_map(|p| match p {
+            Processed::Work(w) => Some(w),
+            Processed::View(..) => None,
+        });
+        let (view_input, loaded) = scope.new_input::<Vec<(ViewEvent, Epoch, isize)>>();
+        let batches = match &shared.views {
+            Some(v) => {
+                let updates = view_updates
+                    .flat_map(|p| match p {
+                        Processed::View(u, t, d) => Some((u, t, d)),
+                        Processed::Work(_) => None,
+                    })
+                    .concat(loaded);
+                let rows = views::dataflow::build(updates, &v.active)
+                    .map(|out| WorkBatch { out, state: Vec::new() });
+                batches.concat(rows)
+            }
+            None => batches,
+        };
         let (probe, _) = clickhouse_sink(batches, shared).probe();
-        (input, probe)
+        (input, view_input, probe)
     });
 
     let mut ledger = OffsetLedger::default();
@@ -295,9 +388,51 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     };
     let mut epoch: Epoch = wall_epoch();
     input.advance_to(epoch);
+    view_input.advance_to(epoch);
+    // The epoch whose stored results make the sweep of earlier runs' rows safe, on the worker
+    // that rebuilt the views of the cluster's first process.
+    let mut sweep_after: Option<Epoch> = None;
+    let mut next_sweep = Instant::now();
+    if let Some(views) = &shared.views
+        && let Some(loaded) = views
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    {
+        tracing::info!(
+            worker = index,
+            updates = loaded.len(),
+            "views rebuilt from the store"
+        );
+        for (update, diff) in loaded {
+            view_input.send((update, epoch, diff));
+        }
+        if shared.settings.cluster.process == 0 {
+            sweep_after = Some(epoch);
+        }
+    }
     while !shared.shutdown.load(Ordering::Relaxed) {
         let acked = probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
         commit(&shared.store, &consumer, &ledger.take_before(acked))?;
+        if let (Some(views), Some(rebuilt)) = (&shared.views, sweep_after)
+            && acked > rebuilt
+            && Instant::now() >= next_sweep
+        {
+            match views.sweep(shared) {
+                Ok(()) => {
+                    tracing::info!(
+                        worker = index,
+                        "views: rows of earlier runs that no longer hold are deleted"
+                    );
+                    sweep_after = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "views: cannot delete stale rows yet; retrying");
+                    next_sweep = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
 
         let mut read = 0;
         if epoch.saturating_sub(acked) < engine.max_inflight_epochs {
@@ -329,6 +464,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
             ledger.close_epoch(epoch);
             epoch = now;
             input.advance_to(epoch);
+            view_input.advance_to(epoch);
         }
         if read == 0 {
             worker.step_or_park(Some(Duration::from_millis(2)));
@@ -340,6 +476,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     // Graceful stop: no more input; wait (bounded) until everything read is stored.
     ledger.close_epoch(epoch);
     input.close();
+    view_input.close();
     let deadline = Instant::now() + engine.shutdown_timeout;
     while !probe.done() && Instant::now() < deadline {
         worker.step_or_park(Some(Duration::from_millis(10)));

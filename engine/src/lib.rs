@@ -13,6 +13,7 @@ pub mod record;
 pub mod shards;
 pub mod source;
 pub mod teams;
+pub mod views;
 
 use std::sync::{
     Arc,
@@ -52,6 +53,7 @@ fn timely_config(settings: &EngineSettings) -> timely::Config {
 pub fn run(
     settings: EngineSettings,
     plugins: &hogstream_plugin::Registry,
+    views: &views::ViewRegistry,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), EngineError> {
     if settings.cluster.processes > 1
@@ -96,6 +98,33 @@ pub fn run(
     })?;
 
     let team_ids: Vec<i64> = settings.teams.iter().map(|t| t.id).collect();
+    let active_views = views
+        .resolve(&settings.views, &team_ids)
+        .map_err(EngineError::Config)?;
+    for v in &active_views {
+        runtime.block_on(hogstream_sinks::schema::check_view_table(
+            sink.client(),
+            &settings.clickhouse.database,
+            &v.table(),
+            &v.view.table().columns(),
+        ))?;
+    }
+    // Before anything of this run is written: every row version of this run is above it.
+    let started_version = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or_default();
+    let views = match views::input::ViewInputs::new(&active_views, store.clone()) {
+        None => None,
+        Some(inputs) => {
+            let started = std::time::Instant::now();
+            let loaded = inputs.load()?;
+            tracing::info!(updates = loaded.len(), took = ?started.elapsed(), views = active_views.len(), "view input read from the store");
+            Some(dataflow::ViewsContext {
+                active: active_views,
+                inputs,
+                loaded: std::sync::Mutex::new(Some(loaded)),
+                started_version,
+            })
+        }
+    };
     let plugins = plugins.build(&settings.plugins, &team_ids, &|id| {
         Arc::new(plugins::RocksStorage::new(store.clone(), id))
     })?;
@@ -150,6 +179,7 @@ pub fn run(
             processed,
         },
         shutdown: Arc::clone(&shutdown),
+        views,
     });
     let guards = timely::execute(config, move |worker| {
         let result = dataflow::run_worker(worker, &shared);

@@ -23,10 +23,10 @@ use crate::{
 /// Row versions: microseconds since the epoch, strictly growing within a worker, so the
 /// latest write of a row wins in ReplacingMergeTree, across restarts too.
 #[derive(Default)]
-struct Versions(u64);
+pub(crate) struct Versions(u64);
 
 impl Versions {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let now = u64::try_from(Utc::now().timestamp_micros()).unwrap_or_default();
         self.0 = now.max(self.0 + 1);
         self.0

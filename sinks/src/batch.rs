@@ -29,6 +29,9 @@ macro_rules! output_batch {
         pub struct OutputBatch {
             $($(#[$doc])* pub $field: Vec<<$table as Table>::Row>,)*
             pub dead_letters: Vec<DeadLetter>,
+            /// Rows of view tables as JSONEachRow lines, by table; written after the events
+            /// they count.
+            pub views: std::collections::BTreeMap<String, Vec<String>>,
             /// When capture produced each event of `events` (its Kafka timestamp, ms since the
             /// epoch), for the end-to-end latency histogram.
             pub received_ms: Vec<i64>,
@@ -38,12 +41,15 @@ macro_rules! output_batch {
 
         impl OutputBatch {
             pub fn is_empty(&self) -> bool {
-                $(self.$field.is_empty() &&)* self.dead_letters.is_empty()
+                $(self.$field.is_empty() &&)* self.dead_letters.is_empty() && self.views.is_empty()
             }
 
             pub fn append(&mut self, mut other: OutputBatch) {
                 $(self.$field.append(&mut other.$field);)*
                 self.dead_letters.append(&mut other.dead_letters);
+                for (table, mut lines) in other.views {
+                    self.views.entry(table).or_default().append(&mut lines);
+                }
                 self.received_ms.append(&mut other.received_ms);
                 self.bytes += other.bytes;
             }
@@ -127,6 +133,10 @@ impl OutputBatch {
         } = outputs;
         dlq.send_all(&self.dead_letters).await?;
         self.insert_tables(sink).await?;
+        for (table, lines) in &self.views {
+            sink.insert_json_lines(table, lines, &lines_token(table, lines))
+                .await?;
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let latency = metrics::histogram!(hogstream_event::latency::EVENT_LATENCY);
         for received in &self.received_ms {
@@ -137,6 +147,17 @@ impl OutputBatch {
         }
         Ok(())
     }
+}
+
+/// A token for JSON lines of `table`, made like [`token`]: the same lines, the same token.
+fn lines_token(table: &str, lines: &[String]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(table.as_bytes());
+    for line in lines {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    format!("hs-{:032x}", h.digest128())
 }
 
 /// Where a flush writes.

@@ -281,14 +281,59 @@ impl ClickHouseSink {
     where
         T: Row + RowOwned + RowWrite,
     {
-        if rows.is_empty() {
+        self.retrying(table, rows.len(), || self.insert_once(table, rows, token))
+            .await
+    }
+
+    /// Inserts JSONEachRow `lines` into `table`, like [`ClickHouseSink::insert`]: for tables
+    /// whose columns are known only at run time (views).
+    pub async fn insert_json_lines(
+        &self,
+        table: &str,
+        lines: &[String],
+        token: &str,
+    ) -> Result<(), SinkError> {
+        let body = bytes::Bytes::from(lines.join("\n"));
+        let sql = format!(
+            "INSERT INTO `{}`.`{table}` FORMAT JSONEachRow",
+            self.config.database
+        );
+        self.retrying(table, lines.len(), || async {
+            let mut insert = self
+                .client
+                .insert_formatted_with(sql.clone())
+                .with_setting("insert_deduplication_token", token)
+                .with_timeouts(
+                    Some(self.config.request_timeout),
+                    Some(self.config.request_timeout),
+                );
+            insert.send(body.clone()).await?;
+            insert.end().await
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds or the sink shuts down, backing off between failures.
+    async fn retrying<F, Fut>(
+        &self,
+        table: &str,
+        rows: usize,
+        mut attempt_once: F,
+    ) -> Result<(), SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = clickhouse::error::Result<()>>,
+    {
+        if rows == 0 {
             return Ok(());
         }
         // The error counter of every table written exists from its first insert: "no errors"
         // is a series at 0 that alerts and dashboards can see, not a missing one.
-        let errors = metrics::counter!("hogstream_sink_insert_errors_total", "table" => table);
+        let label = table.to_string();
+        let errors =
+            metrics::counter!("hogstream_sink_insert_errors_total", "table" => label.clone());
         errors.increment(0);
-        let span = tracing::debug_span!("sink.insert", table, rows = rows.len());
+        let span = tracing::debug_span!("sink.insert", table, rows);
         async {
             let mut backoff = self.config.min_backoff;
             let mut shutdown = self.shutdown.clone();
@@ -296,32 +341,31 @@ impl ClickHouseSink {
             loop {
                 attempt += 1;
                 let started = std::time::Instant::now();
-                match self.insert_once(table, rows, token).await {
+                match attempt_once().await {
                     Ok(()) => {
                         metrics::gauge!("hogstream_clickhouse_up").set(1.0);
-                        metrics::histogram!("hogstream_sink_insert_seconds", "table" => table)
+                        metrics::histogram!("hogstream_sink_insert_seconds", "table" => label.clone())
                             .record(started.elapsed().as_secs_f64());
-                        metrics::histogram!("hogstream_sink_batch_rows", "table" => table)
-                            .record(rows.len() as f64);
-                        metrics::counter!("hogstream_sink_rows_total", "table" => table)
-                            .increment(rows.len() as u64);
+                        metrics::histogram!("hogstream_sink_batch_rows", "table" => label.clone())
+                            .record(rows as f64);
+                        metrics::counter!("hogstream_sink_rows_total", "table" => label.clone())
+                            .increment(rows as u64);
                         return Ok(());
                     }
                     Err(e) => {
                         errors.increment(1);
-                        tracing::warn!(table, attempt, rows = rows.len(), error = %e, retry_in = ?backoff, "insert failed");
+                        tracing::warn!(table, attempt, rows, error = %e, retry_in = ?backoff, "insert failed");
+                        let gave_up = |source| SinkError::GaveUp {
+                            table: table.to_string(),
+                            attempts: attempt,
+                            source,
+                        };
                         if *shutdown.borrow() {
-                            return Err(SinkError::GaveUp {
-                                table,
-                                attempts: attempt,
-                                source: e,
-                            });
+                            return Err(gave_up(e));
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
-                            _ = shutdown.changed() => {
-                                return Err(SinkError::GaveUp { table, attempts: attempt, source: e });
-                            }
+                            _ = shutdown.changed() => return Err(gave_up(e)),
                         }
                         backoff = (backoff * 2).min(self.config.max_backoff);
                     }

@@ -14,7 +14,7 @@ pub enum SinkError {
     },
     #[error("insert into `{table}` abandoned after {attempts} attempts: {source}")]
     GaveUp {
-        table: &'static str,
+        table: String,
         attempts: u32,
         source: clickhouse::error::Error,
     },

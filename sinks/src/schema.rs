@@ -136,6 +136,51 @@ pub async fn check(client: &Client, database: &str) -> Result<(), SinkError> {
     Ok(())
 }
 
+/// Creates a view's table (a statement with `{db}` and `{dedup}`, made from the view's
+/// declaration) unless it exists.
+pub async fn create_view_table(
+    client: &Client,
+    database: &str,
+    statement: &str,
+) -> Result<(), SinkError> {
+    client.query(&render(statement, database)).execute().await?;
+    Ok(())
+}
+
+/// Fails with a clear message unless `table` exists with exactly `columns` (name, type).
+pub async fn check_view_table(
+    client: &Client,
+    database: &str,
+    table: &str,
+    columns: &[(String, String)],
+) -> Result<(), SinkError> {
+    let found: Vec<(String, String)> = client
+        .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ? ORDER BY position")
+        .bind(database)
+        .bind(table)
+        .fetch_all()
+        .await?;
+    if found.is_empty() {
+        return Err(SinkError::Config(format!(
+            "view table `{database}`.`{table}` does not exist: run `hogstream migrate`"
+        )));
+    }
+    if found != columns {
+        let show = |c: &[(String, String)]| {
+            c.iter()
+                .map(|(n, t)| format!("{n} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(SinkError::Config(format!(
+            "view table `{database}`.`{table}` has columns ({}) but the view declares ({}): a view's table is never altered in place; drop it (or rename the view) and run `hogstream migrate`",
+            show(&found),
+            show(columns)
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,11 @@
 //! RocksDB-backed state of the hogstream engine: source offsets; person, distinct-id and group
-//! state; plugin storage and destination progress. Everything one process keeps lives in one RocksDB instance.
+//! state; plugin storage and destination progress; view inputs. Everything one process keeps lives in one RocksDB instance.
 
 pub mod error;
 pub mod persons;
 pub mod plugins;
 pub mod store;
+pub mod views;
 
 pub use error::StateError;
 pub use plugins::DestinationState;

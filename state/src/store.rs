@@ -30,8 +30,12 @@ const RETIRED_LAYOUT: u64 = u64::MAX;
 pub(crate) const CF_PERSONS: &str = "persons";
 /// Plugin storage and destination progress (see `plugins`).
 pub(crate) const CF_PLUGINS: &str = "plugins";
+/// View inputs (see `views`).
+pub(crate) const CF_VIEWS: &str = "views";
+/// Column families whose records belong to teams, and move with them between processes.
+const TEAM_COLUMN_FAMILIES: [&str; 2] = [CF_PERSONS, CF_VIEWS];
 /// Column families this build knows; opening creates the missing ones.
-const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS, CF_PERSONS, CF_PLUGINS];
+const COLUMN_FAMILIES: &[&str] = &[CF_OFFSETS, CF_PERSONS, CF_PLUGINS, CF_VIEWS];
 
 /// Reads in flight at once per process (see [`StateStore::get_state_many`]). Reads mostly wait
 /// on the disk, so this is more than the cores; the threads sleep when there is nothing to read.
@@ -333,19 +337,34 @@ impl StateStore {
     /// Every record of a team's person or group state, with its team, in key order (the
     /// store-wide generation key is nobody's).
     fn team_records(&self) -> impl Iterator<Item = Result<TeamRecord, StateError>> + '_ {
+        self.records_of_teams(CF_PERSONS)
+    }
+
+    /// Every record of `cf` (one of [`TEAM_COLUMN_FAMILIES`]) that belongs to a team, with it.
+    fn records_of_teams(
+        &self,
+        cf: &'static str,
+    ) -> impl Iterator<Item = Result<TeamRecord, StateError>> + '_ {
+        let team_of = match cf {
+            CF_VIEWS => crate::views::team_of_key,
+            _ => crate::persons::team_of_key,
+        };
         self.db
-            .iterator_cf(self.cf(CF_PERSONS), rocksdb::IteratorMode::Start)
-            .filter_map(|item| match item {
-                Ok((key, value)) => {
-                    crate::persons::team_of_key(&key).map(|team| Ok((team, key, value)))
-                }
+            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+            .filter_map(move |item| match item {
+                Ok((key, value)) => team_of(&key).map(|team| Ok((team, key, value))),
                 Err(e) => Some(Err(e.into())),
             })
     }
 
-    /// Whether the store holds any team's person or group state.
+    /// Whether the store holds any team's person, group or view state.
     fn holds_person_state(&self) -> Result<bool, StateError> {
-        self.team_records().next().transpose().map(|r| r.is_some())
+        for cf in TEAM_COLUMN_FAMILIES {
+            if self.records_of_teams(cf).next().transpose()?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Records the layout of the engine cluster this store belongs to, and refuses a different
@@ -392,11 +411,11 @@ impl StateStore {
         Ok(teams)
     }
 
-    /// Moves the person state of every team for which `target(team)` names another store
-    /// (an index into `stores`) there: copied with a synced write, then deleted here, in batches,
-    /// so an interrupted move can simply be run again. Returns the records moved per target.
-    /// A key with a team `target` does not know (`Err(team)`) stops the move.
-    pub fn move_person_state(
+    /// Moves the person state and view inputs of every team for which `target(team)` names
+    /// another store (an index into `stores`) there: copied with a synced write, then deleted
+    /// here, in batches, so an interrupted move can simply be run again. Returns the records
+    /// moved per target. A key with a team `target` does not know (`Err(team)`) stops the move.
+    pub fn move_team_state(
         &self,
         stores: &[StateStore],
         target: impl Fn(i64) -> Result<Option<usize>, i64>,
@@ -404,30 +423,33 @@ impl StateStore {
         const BATCH: usize = 10_000;
         type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
         let mut moved = vec![0u64; stores.len()];
-        // Per target store its copies, and here the deletes of what was copied.
-        let mut copies: Vec<Writes> = vec![Vec::new(); stores.len()];
-        let mut deletes: Writes = Vec::new();
-        let flush = |copies: &mut Vec<Writes>, deletes: &mut Writes| -> Result<(), StateError> {
-            for (store, writes) in stores.iter().zip(copies.iter_mut()) {
-                store.write_state(writes)?;
-                writes.clear();
-            }
-            self.write_state(deletes)?;
-            deletes.clear();
-            Ok(())
-        };
-        for record in self.team_records() {
-            let (team, key, value) = record?;
-            if let Some(t) = target(team).map_err(MoveError::UnknownTeam)? {
-                moved[t] += 1;
-                copies[t].push((key.to_vec(), Some(value.into_vec())));
-                deletes.push((key.into_vec(), None));
-                if deletes.len() >= BATCH {
-                    flush(&mut copies, &mut deletes)?;
+        for cf in TEAM_COLUMN_FAMILIES {
+            // Per target store its copies, and here the deletes of what was copied.
+            let mut copies: Vec<Writes> = vec![Vec::new(); stores.len()];
+            let mut deletes: Writes = Vec::new();
+            let flush =
+                |copies: &mut Vec<Writes>, deletes: &mut Writes| -> Result<(), StateError> {
+                    for (store, writes) in stores.iter().zip(copies.iter_mut()) {
+                        store.write_cf(cf, writes)?;
+                        writes.clear();
+                    }
+                    self.write_cf(cf, deletes)?;
+                    deletes.clear();
+                    Ok(())
+                };
+            for record in self.records_of_teams(cf) {
+                let (team, key, value) = record?;
+                if let Some(t) = target(team).map_err(MoveError::UnknownTeam)? {
+                    moved[t] += 1;
+                    copies[t].push((key.to_vec(), Some(value.into_vec())));
+                    deletes.push((key.into_vec(), None));
+                    if deletes.len() >= BATCH {
+                        flush(&mut copies, &mut deletes)?;
+                    }
                 }
             }
+            flush(&mut copies, &mut deletes)?;
         }
-        flush(&mut copies, &mut deletes)?;
         Ok(moved)
     }
 
@@ -498,10 +520,19 @@ impl StateStore {
         &self,
         writes: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<(), StateError> {
+        self.write_cf(CF_PERSONS, writes)
+    }
+
+    /// Writes records of `cf` (`None` deletes) atomically and durably.
+    fn write_cf(
+        &self,
+        cf: &'static str,
+        writes: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StateError> {
         if writes.is_empty() {
             return Ok(());
         }
-        let cf = self.cf(CF_PERSONS);
+        let cf = self.cf(cf);
         let mut batch = WriteBatch::default();
         for (k, v) in writes {
             match v {
@@ -569,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn person_state_moves_by_team_and_the_layout_can_be_set() {
+    fn person_state_and_view_inputs_move_by_team_and_the_layout_can_be_set() {
         let base = std::env::temp_dir().join(format!("hs-move-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let a = StateStore::open(base.join("a"), 1 << 20).unwrap();
@@ -584,10 +615,22 @@ mod tests {
         .unwrap();
         a.claim_layout(sharded(1)).unwrap();
         let stores = [a.clone(), b.clone()];
+        a.put_view_records(&[
+            (
+                crate::views::event_key(2, "y", 1, b"e"),
+                b"view-two".to_vec(),
+            ),
+            (crate::views::override_key(1, "x"), b"view-one".to_vec()),
+        ])
+        .unwrap();
         let moved = a
-            .move_person_state(&stores, |team| Ok((team == 2).then_some(1)))
+            .move_team_state(&stores, |team| Ok((team == 2).then_some(1)))
             .unwrap();
-        assert_eq!(moved, vec![0, 2]);
+        assert_eq!(moved, vec![0, 3], "two person records and a view input");
+        let prefix = crate::views::distinct_id_prefix(2, "y");
+        assert!(a.view_events_with_prefix(&prefix).unwrap().is_empty());
+        assert_eq!(b.view_events_with_prefix(&prefix).unwrap().len(), 1);
+        assert_eq!(a.view_records().count(), 1, "team 1's override stays");
         assert_eq!(a.get_state(&record(1, "x")).unwrap(), Some(b"one".to_vec()));
         assert_eq!(a.get_state(&record(2, "y")).unwrap(), None);
         assert_eq!(b.get_state(&record(2, "y")).unwrap(), Some(b"two".to_vec()));
@@ -597,9 +640,9 @@ mod tests {
         );
         assert!(a.get_state(b"G").unwrap().is_some(), "the generation stays");
         // Moving again changes nothing; an unknown team stops the move.
-        let again = a.move_person_state(&stores, |team| Ok((team == 2).then_some(1)));
+        let again = a.move_team_state(&stores, |team| Ok((team == 2).then_some(1)));
         assert_eq!(again.unwrap(), vec![0, 0]);
-        let err = a.move_person_state(&stores, Err).unwrap_err();
+        let err = a.move_team_state(&stores, Err).unwrap_err();
         assert!(err.to_string().contains("team 1 has person state"), "{err}");
 
         assert!(

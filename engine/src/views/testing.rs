@@ -1,0 +1,196 @@
+//! Runs views without Kafka or ClickHouse, for their unit and property tests: feed events and
+//! merges in any order and batching, on any number of workers, and read the table the engine
+//! would leave in ClickHouse (what `SELECT … FINAL` shows).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use timely::dataflow::operators::Input as _;
+use uuid::Uuid;
+
+use super::{Row, Time, Value, View, ViewEvent, input::resolve, output::rows_of_changes};
+use differential_dataflow::AsCollection;
+
+/// One input of a view under test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// An event, with `person` the person the engine stored it with. A second event with the
+    /// same uuid, team, day, name and distinct id replaces the first (a copy changes nothing),
+    /// as in the engine and in `events` under `FINAL`.
+    /// Its properties are those the view declared.
+    Event(ViewEvent),
+    /// From now on the events of `distinct_id` belong to `person` (a merge: the engine writes a
+    /// `person_distinct_id_overrides` row).
+    Override {
+        team_id: i64,
+        distinct_id: String,
+        person: Uuid,
+    },
+}
+
+/// A view's table: (team, key) → values, as `SELECT … FINAL` shows it.
+pub type Table = BTreeMap<(i64, Vec<Value>), Vec<Value>>;
+
+/// Runs `view` over `epochs` (each a batch of inputs given at one epoch, in order) on
+/// `workers` worker threads, and returns its table after the last epoch.
+pub fn run(view: impl View, epochs: Vec<Vec<Input>>, workers: usize) -> Table {
+    let view: Arc<dyn View> = Arc::new(view);
+    let updates = Arc::new(to_updates(epochs));
+    let changes: Arc<Mutex<Vec<(Row, Time, isize)>>> = Arc::default();
+    let sink = Arc::clone(&changes);
+    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+        let (view, sink) = (Arc::clone(&view), Arc::clone(&sink));
+        let (mut input, probe) = worker.dataflow::<Time, _, _>(move |scope| {
+            let (input, stream) = scope.new_input::<Vec<(ViewEvent, Time, isize)>>();
+            let rows = view.build(stream.as_collection());
+            let (probe, _) = rows
+                .inspect(move |update| sink.lock().expect("not poisoned").push(update.clone()))
+                .probe();
+            (input, probe)
+        });
+        if worker.index() == 0 {
+            for (epoch, batch) in updates.iter().enumerate() {
+                let time = epoch as Time;
+                input.advance_to(time);
+                for (update, diff) in batch {
+                    input.send((update.clone(), time, *diff));
+                }
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .expect("timely starts");
+    for result in guards.join() {
+        result.expect("a view worker panicked");
+    }
+    let mut by_time: BTreeMap<Time, Vec<(Row, isize)>> = BTreeMap::new();
+    for (row, time, diff) in changes.lock().expect("not poisoned").drain(..) {
+        by_time.entry(time).or_default().push((row, diff));
+    }
+    let mut table = Table::new();
+    for changes in by_time.into_values() {
+        for (row, deleted) in rows_of_changes(changes) {
+            let key = (row.team_id, row.key);
+            if deleted {
+                table.remove(&key);
+            } else {
+                table.insert(key, row.values);
+            }
+        }
+    }
+    table
+}
+
+/// The engine's view input for `epochs`, made as the engine makes it (see `input::resolve`),
+/// with the store in memory.
+fn to_updates(epochs: Vec<Vec<Input>>) -> Vec<Vec<(ViewEvent, isize)>> {
+    let mut state = Resolver::default();
+    epochs
+        .into_iter()
+        .map(|batch| state.updates(batch))
+        .collect()
+}
+
+/// The engine's input stage with its store in memory.
+#[derive(Default)]
+struct Resolver {
+    store: BTreeMap<Vec<u8>, Vec<u8>>,
+    overrides: HashMap<(i64, String), Uuid>,
+}
+
+impl Resolver {
+    fn updates(&mut self, batch: Vec<Input>) -> Vec<(ViewEvent, isize)> {
+        let mut out = Vec::new();
+        // The engine hands over a batch's events, then its overrides; one input at a time here
+        // keeps the test's order exact.
+        for input in batch {
+            let (events, changes) = match input {
+                Input::Event(e) => (vec![e], Vec::new()),
+                Input::Override {
+                    team_id,
+                    distinct_id,
+                    person,
+                } => (Vec::new(), vec![(team_id, distinct_id, Some(person))]),
+            };
+            out.extend(
+                resolve(&mut self.store, &mut self.overrides, events, changes)
+                    .expect("an in-memory store does not fail"),
+            );
+        }
+        out
+    }
+}
+
+/// What [`measure`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Spent in the dataflow: from handing each epoch's input over to its last output.
+    pub seconds: f64,
+    /// Updates of the view's output collection.
+    pub output_updates: u64,
+    /// The process's resident memory after the last epoch, with the view's state alive.
+    pub resident_bytes: u64,
+}
+
+/// The process's resident memory (Linux; 0 elsewhere).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs `view` on one worker over the epochs `epoch(0)`, `epoch(1)`, … until it returns
+/// `None`, each brought to completion before the next, and measures it: for benchmarks.
+pub fn measure(
+    view: impl View,
+    epoch: impl Fn(usize) -> Option<Vec<Input>> + Send + Sync + 'static,
+) -> Measured {
+    timely::execute_directly(move |worker| {
+        let updates = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let seen = std::rc::Rc::clone(&updates);
+        let (mut input, probe) = worker.dataflow::<Time, _, _>(move |scope| {
+            let (input, stream) = scope.new_input::<Vec<(ViewEvent, Time, isize)>>();
+            let rows = view.build(stream.as_collection());
+            let (probe, _) = rows
+                .inspect_batch(move |_, batch| seen.set(seen.get() + batch.len() as u64))
+                .probe();
+            (input, probe)
+        });
+        // Only the dataflow's work is timed, not making the inputs.
+        let mut busy = std::time::Duration::ZERO;
+        let mut resolver = Resolver::default();
+        let mut time: Time = 0;
+        while let Some(batch) = epoch(time as usize) {
+            let updates = resolver.updates(batch);
+            let started = std::time::Instant::now();
+            for (update, diff) in updates {
+                input.send((update, time, diff));
+            }
+            time += 1;
+            input.advance_to(time);
+            while probe.less_than(&time) {
+                worker.step();
+            }
+            busy += started.elapsed();
+        }
+        let measured = Measured {
+            seconds: busy.as_secs_f64(),
+            output_updates: updates.get(),
+            resident_bytes: resident_bytes(),
+        };
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+        measured
+    })
+}

@@ -1,0 +1,312 @@
+//! The built-in views against a batch reference: for generated histories of events, copies and
+//! merges, in any arrival order and batching, on one or two workers, each view's table equals
+//! the aggregate computed at the end from the events, each joined to its final person (what
+//! SQL over `events` joined through `person_distinct_id_overrides` computes).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::{
+    DailyActivePersons, EventsPerDay, FirstSeen, SessionsPerDay, Value, View, ViewEvent,
+    WeeklyActivePersons,
+    testing::{Input, Table, run},
+};
+
+const DAY: i64 = 86_400_000_000;
+const IDS: usize = 6;
+
+#[derive(Debug, Clone)]
+struct Spec {
+    uuid: u8,
+    id: usize,
+    stored_person: u8,
+    day: i64,
+    micros: i64,
+    event: &'static str,
+    session: Option<u8>,
+    domain: u8,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        0u8..40,
+        0..IDS,
+        0u8..4,
+        0i64..9,
+        0i64..30_000_000,
+        prop::sample::select(vec!["$pageview", "$autocapture", "click"]),
+        prop::option::of(0u8..4),
+        0u8..3,
+    )
+        .prop_map(
+            |(uuid, id, stored_person, day, micros, event, session, domain)| Spec {
+                uuid,
+                id,
+                stored_person,
+                day,
+                micros,
+                event,
+                session,
+                domain,
+            },
+        )
+}
+
+fn event(s: &Spec) -> ViewEvent {
+    let mut props = serde_json::Map::new();
+    if let Some(session) = s.session {
+        props.insert("$session_id".into(), format!("s{session}").into());
+    }
+    props.insert(
+        "$referring_domain".into(),
+        format!("d{}.com", s.domain).into(),
+    );
+    ViewEvent {
+        team_id: 1 + (s.id % 2) as i64,
+        // 2026-11-30, a Monday, plus up to 9 days: two weeks.
+        timestamp: (20_422 + s.day) * DAY + s.micros,
+        // Same uuid on another distinct id is another event in `events`' key, as here.
+        uuid: Uuid::from_u128(u128::from(s.uuid)),
+        event: s.event.into(),
+        distinct_id: format!("d{}", s.id),
+        person: Uuid::from_u128(100 + u128::from(s.stored_person)),
+        properties: serde_json::Value::Object(props).to_string().as_str().into(),
+    }
+}
+
+/// Each event once (the `events` key; the last to arrive of a key wins, as under `FINAL`),
+/// with its final person.
+fn final_events(arrived: &[Vec<Input>]) -> Vec<ViewEvent> {
+    let mut last_override: HashMap<String, Uuid> = HashMap::new();
+    let mut by_key: BTreeMap<(i64, i32, String, String, Uuid), ViewEvent> = BTreeMap::new();
+    for input in arrived.iter().flatten() {
+        match input {
+            Input::Event(e) => {
+                by_key.insert(
+                    (
+                        e.team_id,
+                        e.day(),
+                        e.event.clone(),
+                        e.distinct_id.clone(),
+                        e.uuid,
+                    ),
+                    e.clone(),
+                );
+            }
+            Input::Override {
+                distinct_id,
+                person,
+                ..
+            } => {
+                last_override.insert(distinct_id.clone(), *person);
+            }
+        }
+    }
+    by_key
+        .into_values()
+        .map(|e| ViewEvent {
+            person: last_override
+                .get(&e.distinct_id)
+                .copied()
+                .unwrap_or(e.person),
+            ..e
+        })
+        .collect()
+}
+
+fn counts<K: Ord>(items: impl Iterator<Item = (i64, K)>) -> BTreeMap<(i64, K), u64> {
+    let mut out = BTreeMap::new();
+    for k in items {
+        *out.entry(k).or_default() += 1;
+    }
+    out
+}
+
+fn reference(view: &str, events: &[ViewEvent]) -> Table {
+    match view {
+        "daily_active_persons" | "weekly_active_persons" => {
+            let period = |e: &ViewEvent| {
+                if view.starts_with("daily") {
+                    e.day()
+                } else {
+                    e.week()
+                }
+            };
+            let distinct: BTreeSet<(i64, i32, Uuid)> = events
+                .iter()
+                .map(|e| (e.team_id, period(e), e.person))
+                .collect();
+            counts(distinct.into_iter().map(|(t, p, _)| (t, p)))
+                .into_iter()
+                .map(|((t, p), n)| ((t, vec![Value::Date(p)]), vec![Value::UInt(n)]))
+                .collect()
+        }
+        "events_per_day" => counts(
+            events
+                .iter()
+                .map(|e| (e.team_id, (e.event.clone(), e.day()))),
+        )
+        .into_iter()
+        .map(|((t, (name, day)), n)| {
+            (
+                (t, vec![Value::Str(name), Value::Date(day)]),
+                vec![Value::UInt(n)],
+            )
+        })
+        .collect(),
+        "first_seen" => {
+            let mut first: BTreeMap<(i64, Uuid), &ViewEvent> = BTreeMap::new();
+            for e in events {
+                let slot = first.entry((e.team_id, e.person)).or_insert(e);
+                if (e.timestamp, e.uuid, &e.event) < (slot.timestamp, slot.uuid, &slot.event) {
+                    *slot = e;
+                }
+            }
+            first
+                .into_iter()
+                .map(|((t, p), e)| {
+                    (
+                        (t, vec![Value::Uuid(p)]),
+                        vec![
+                            Value::Time(e.timestamp),
+                            Value::Str(e.event.clone()),
+                            Value::Str(e.property_str("$referring_domain").unwrap_or_default()),
+                        ],
+                    )
+                })
+                .collect()
+        }
+        "sessions_per_day" => {
+            let mut sessions: BTreeMap<(i64, String), Vec<&ViewEvent>> = BTreeMap::new();
+            for e in events {
+                if let Some(s) = e.property_str("$session_id") {
+                    sessions.entry((e.team_id, s)).or_default().push(e);
+                }
+            }
+            let mut days: BTreeMap<(i64, i32), (u64, u64, u64)> = BTreeMap::new();
+            for ((team, _), evs) in sessions {
+                let start = evs.iter().map(|e| e.timestamp).min().unwrap();
+                let end = evs.iter().map(|e| e.timestamp).max().unwrap();
+                let n = |name: &str| evs.iter().filter(|e| e.event == name).count();
+                let bounce =
+                    n("$pageview") <= 1 && n("$autocapture") == 0 && end - start < 10_000_000;
+                let day = i32::try_from(start.div_euclid(DAY)).unwrap();
+                let d = days.entry((team, day)).or_default();
+                d.0 += 1;
+                d.1 += ((end - start) / 1_000_000) as u64;
+                d.2 += u64::from(bounce);
+            }
+            days.into_iter()
+                .map(|((t, day), (s, secs, b))| {
+                    (
+                        (t, vec![Value::Date(day)]),
+                        vec![Value::UInt(s), Value::UInt(secs), Value::UInt(b)],
+                    )
+                })
+                .collect()
+        }
+        other => panic!("no reference for {other}"),
+    }
+}
+
+/// A history: events (some copies of others) and merges, arrived in a shuffled order (each
+/// distinct id's overrides keep their order, as one worker writes them), cut into epochs.
+fn history() -> impl Strategy<Value = Vec<Vec<Input>>> {
+    (
+        prop::collection::vec(spec(), 1..40),
+        prop::collection::vec((0..IDS, 0u8..4), 0..8),
+        any::<u64>(),
+        1usize..6,
+    )
+        .prop_map(|(specs, overrides, seed, epochs)| {
+            let events: Vec<ViewEvent> = specs.iter().map(event).collect();
+            let mut inputs: Vec<Input> = events.iter().cloned().map(Input::Event).collect();
+            // Overrides go in their own order at random places among the events.
+            let mut rng = seed;
+            let mut next = || {
+                rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (rng >> 33) as usize
+            };
+            for i in (1..inputs.len()).rev() {
+                inputs.swap(i, next() % (i + 1));
+            }
+            for (id, p) in &overrides {
+                let at = next() % (inputs.len() + 1);
+                let latest_same = inputs.iter().rposition(|x| {
+                    matches!(x, Input::Override { distinct_id, .. } if *distinct_id == format!("d{id}"))
+                });
+                let at = at.max(latest_same.map_or(0, |l| l + 1));
+                inputs.insert(
+                    at,
+                    Input::Override {
+                        team_id: 1 + (id % 2) as i64,
+                        distinct_id: format!("d{id}"),
+                        person: Uuid::from_u128(100 + u128::from(*p)),
+                    },
+                );
+            }
+            let per = inputs.len().div_ceil(epochs).max(1);
+            inputs.chunks(per).map(<[Input]>::to_vec).collect()
+        })
+}
+
+fn check(view: impl View + Clone, workers: usize, history: &[Vec<Input>]) {
+    let expected = reference(view.name(), &final_events(history));
+    let got = run(view.clone(), history.to_vec(), workers);
+    assert_eq!(got, expected, "{} on {workers} worker(s)", view.name());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn builtin_views_equal_the_batch_reference(h in history(), workers in 1usize..3) {
+        check(DailyActivePersons, workers, &h);
+        check(WeeklyActivePersons, workers, &h);
+        check(EventsPerDay, workers, &h);
+        check(FirstSeen, workers, &h);
+        check(SessionsPerDay, workers, &h);
+    }
+}
+
+#[test]
+fn a_merge_after_counting_moves_the_days_and_the_first_event() {
+    let at = |n: u128, id: &str, person: u128, day: i64| {
+        Input::Event(ViewEvent {
+            team_id: 1,
+            timestamp: (20_422 + day) * DAY + n as i64,
+            uuid: Uuid::from_u128(n),
+            event: "$pageview".into(),
+            distinct_id: id.into(),
+            person: Uuid::from_u128(person),
+            properties: "{}".into(),
+        })
+    };
+    let merge = Input::Override {
+        team_id: 1,
+        distinct_id: "user".into(),
+        person: Uuid::from_u128(1),
+    };
+    let epochs = vec![
+        vec![
+            at(1, "anon", 1, 0),
+            at(2, "user", 2, 0),
+            at(3, "user", 2, 1),
+        ],
+        vec![merge],
+    ];
+    let dap = run(DailyActivePersons, epochs.clone(), 2);
+    assert_eq!(
+        dap.get(&(1, vec![Value::Date(20_422)])),
+        Some(&vec![Value::UInt(1)])
+    );
+    assert_eq!(
+        dap.get(&(1, vec![Value::Date(20_423)])),
+        Some(&vec![Value::UInt(1)])
+    );
+    let first = run(FirstSeen, epochs, 1);
+    assert_eq!(first.len(), 1, "the merged person's row is gone: {first:?}");
+    assert!(first.contains_key(&(1, vec![Value::Uuid(Uuid::from_u128(1))])));
+}
