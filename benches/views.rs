@@ -11,9 +11,9 @@
 //! `HOGSTREAM_BENCH_VIEW_EVENTS` and `HOGSTREAM_BENCH_VIEW_PERSONS` change the sizes.
 
 use hogstream_engine::views::{
-    Column, DailyActivePersons, Events, EventsPerDay, FirstSeen, Kind, Row, Rows, SessionsPerDay,
+    Column, DailyActivePersons, EventsPerDay, FirstSeen, Input, Kind, Row, Rows, SessionsPerDay,
     TableSpec, View, ViewEvent, WeeklyActivePersons,
-    testing::{Input, measure},
+    testing::{Update, measure},
 };
 use uuid::Uuid;
 
@@ -35,20 +35,20 @@ fn mix(i: u64) -> u64 {
     x ^ (x >> 29)
 }
 
-fn input(i: usize, persons: usize) -> Input {
+fn input(i: usize, persons: usize) -> Update {
     let r = mix(i as u64);
     let person = (r % persons as u64) as usize;
     if r.is_multiple_of(100) {
         // A merge: this person's distinct id now belongs to another person.
         let other = (mix(r) % persons as u64) as u128;
-        return Input::Override {
+        return Update::Override {
             team_id: 1,
             distinct_id: format!("u{person}"),
             person: Uuid::from_u128(other),
         };
     }
     let day = (r >> 20) % 7;
-    Input::Event(ViewEvent {
+    Update::Event(ViewEvent {
         team_id: 1,
         timestamp: (20_422 + day as i64) * DAY + ((r >> 30) % 86_400_000_000) as i64,
         uuid: Uuid::from_u128(i as u128),
@@ -85,8 +85,8 @@ impl View for Nothing {
         }
     }
 
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s> {
-        events.flat_map(|_| None::<Row>)
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        input.events.flat_map(|_| None::<Row>)
     }
 }
 

@@ -14,7 +14,10 @@ pub fn views() -> ViewRegistry {
     #[allow(unused_mut)]
     let mut registry = ViewRegistry::new();
     #[cfg(feature = "example-plugins")]
-    registry.register(hogstream_example_plugin::PersonsByBrowser);
+    {
+        registry.register(hogstream_example_plugin::PersonsByBrowser);
+        registry.register(hogstream_example_plugin::ActivePersonsByPlan);
+    }
     registry
 }
 

@@ -1,8 +1,9 @@
 //! Views end to end with the real broker and ClickHouse: the persons history (merges, aliases,
 //! personless browsing, copies sent twice) spread over days and sessions, sent in several
 //! orders with a SIGKILL of the engine in one and a two-process cluster in another, leaves
-//! every built-in view's table (`FINAL`) equal to the same aggregate computed in SQL from the
-//! final `events` joined through `person_distinct_id_overrides`. A restart rebuilds the views
+//! every built-in view's table (`FINAL`), and the example crate's view that reads persons, equal
+//! to the same aggregate computed in SQL from the final `events` joined through
+//! `person_distinct_id_overrides` (and `person`). A restart rebuilds the views
 //! from the store, not from Kafka.
 
 mod common;
@@ -25,6 +26,8 @@ view = "events_per_day"
 view = "first_seen"
 [[views]]
 view = "sessions_per_day"
+[[views]]
+view = "active_persons_by_plan"
 "#;
 
 /// The history, its events moved over nine days and given sessions and referrers.
@@ -108,6 +111,18 @@ fn pairs() -> Vec<(&'static str, String, String)> {
                        FROM {ev} WHERE JSONExtractString(properties, '$session_id') != ''
                        GROUP BY JSONExtractString(properties, '$session_id'))
                  GROUP BY toDate(start)"
+            )),
+        ),
+        (
+            "active_persons_by_plan (example crate; reads persons)",
+            lines(&format!("SELECT concat(toString(day), ' ', plan, ' ', toString(persons)) AS line FROM view_active_persons_by_plan FINAL WHERE team_id = {TEAM_ID}")),
+            lines(&format!(
+                "SELECT concat(toString(toDate(ev.timestamp)), ' ', p.plan, ' ', toString(uniqExact(ev.person))) AS line
+                 FROM {ev} AS ev
+                 INNER JOIN (SELECT id, JSONExtractString(properties, 'plan') AS plan FROM person FINAL
+                             WHERE team_id = {TEAM_ID} AND is_deleted = 0 AND JSONType(properties, 'plan') = 'String') AS p
+                 ON ev.person = p.id
+                 GROUP BY toDate(ev.timestamp), p.plan"
             )),
         ),
     ]

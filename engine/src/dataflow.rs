@@ -46,7 +46,7 @@ use crate::{
     record::SourceRecord,
     shards, source,
     teams::Teams,
-    views::{self, ViewEvent, registry::ActiveView},
+    views::{self, input::ViewUpdate, registry::ActiveView},
 };
 
 /// The views of this process: which run, and their input.
@@ -55,7 +55,7 @@ pub struct ViewsContext {
     pub inputs: views::input::ViewInputs,
     /// What the views counted before this start, given to the first worker of the process at
     /// its first epoch.
-    pub loaded: std::sync::Mutex<Option<Vec<(ViewEvent, isize)>>>,
+    pub loaded: std::sync::Mutex<Option<Vec<(ViewUpdate, isize)>>>,
     /// A version below every row this run writes and above every row earlier runs wrote.
     pub started_version: u64,
 }
@@ -101,7 +101,7 @@ type Epoch = u64;
 #[derive(Clone)]
 enum Processed {
     Work(WorkBatch),
-    View(ViewEvent, Epoch, isize),
+    View(ViewUpdate, Epoch, isize),
 }
 
 /// What one process step hands the sink: rows, and the person-state writes to commit once
@@ -319,13 +319,18 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
                             let time = cap.least().copied().unwrap_or_default();
                             let mut session = output.session(&cap);
                             for container in data {
-                                let (events, overrides) = (work.out.events.len(), work.out.overrides.len());
+                                let before = (work.out.events.len(), work.out.overrides.len(), work.out.persons.len());
                                 let writes = processor.process(container.drain(..), &mut work.out);
                                 if !writes.is_empty() {
                                     work.state.push(writes);
                                 }
                                 let Some(views) = &ctx.views else { continue };
-                                match views.inputs.updates(&work.out.events[events..], &work.out.overrides[overrides..]) {
+                                let (events, overrides, persons) = before;
+                                match views.inputs.updates(
+                                    &work.out.events[events..],
+                                    &work.out.overrides[overrides..],
+                                    &work.out.persons[persons..],
+                                ) {
                                     Ok(updates) => session.give_iterator(
                                         updates.into_iter().map(|(u, diff)| Processed::View(u, time, diff)),
                                     ),
@@ -356,7 +361,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
             Processed::Work(w) => Some(w),
             Processed::View(..) => None,
         });
-        let (view_input, loaded) = scope.new_input::<Vec<(ViewEvent, Epoch, isize)>>();
+        let (view_input, loaded) = scope.new_input::<Vec<(ViewUpdate, Epoch, isize)>>();
         let batches = match &shared.views {
             Some(v) => {
                 let updates = view_updates

@@ -618,9 +618,12 @@ mod tests {
         a.put_view_records(&[
             (
                 crate::views::event_key(2, "y", 1, b"e"),
-                b"view-two".to_vec(),
+                Some(b"view-two".to_vec()),
             ),
-            (crate::views::override_key(1, "x"), b"view-one".to_vec()),
+            (
+                crate::views::override_key(1, "x"),
+                Some(b"view-one".to_vec()),
+            ),
         ])
         .unwrap();
         let moved = a

@@ -7,7 +7,8 @@
 //!   event the same key (the engine uses the rest of the `events` table's deduplication key),
 //!   so a replayed or re-sent event is found and not counted twice;
 //! - `o` team distinct-id → the person the distinct id's stored events are joined to (its
-//!   latest `person_distinct_id_overrides` row).
+//!   latest `person_distinct_id_overrides` row);
+//! - `p` team person-uuid → a person's properties, for views that read them.
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
@@ -15,6 +16,7 @@ use crate::{StateError, StateStore, store::CF_VIEWS};
 
 const EVENT: u8 = b'e';
 const OVERRIDE: u8 = b'o';
+const PERSON: u8 = b'p';
 
 /// Where the events of a distinct id begin: the distinct id is length-prefixed, so no id's
 /// prefix is another's.
@@ -41,7 +43,7 @@ pub fn event_key(team_id: i64, distinct_id: &str, day: i32, identity: &[u8]) -> 
 
 /// The team a key of the `views` column family belongs to.
 pub fn team_of_key(key: &[u8]) -> Option<i64> {
-    if !matches!(key.first(), Some(&(EVENT | OVERRIDE))) {
+    if !matches!(key.first(), Some(&(EVENT | OVERRIDE | PERSON))) {
         return None;
     }
     Some(i64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
@@ -56,15 +58,25 @@ pub fn override_key(team_id: i64, distinct_id: &str) -> Vec<u8> {
     k
 }
 
+/// The store key of a person's properties.
+pub fn person_key(team_id: i64, person: &uuid::Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(PERSON);
+    k.extend_from_slice(&team_id.to_be_bytes());
+    k.extend_from_slice(person.as_bytes());
+    k
+}
+
 /// One stored view input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViewRecord {
     Event(Box<[u8]>),
     Override(Box<[u8]>),
+    Person(Box<[u8]>),
 }
 
 impl StateStore {
-    /// The stored values of `keys` (made by [`event_key`]), in `keys` order.
+    /// The stored values of `keys` (made by [`event_key`] or [`person_key`]), in `keys` order.
     pub fn view_events(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         let cf = self.cf(CF_VIEWS);
         self.db
@@ -74,17 +86,23 @@ impl StateStore {
             .collect()
     }
 
-    /// Writes view inputs. Not synced on its own: the offsets commit that follows syncs the
+    /// Writes view inputs (`None` deletes). Not synced on its own: the offsets commit that follows syncs the
     /// write-ahead log, and an input lost with the machine is read again from Kafka because
     /// its offset was not committed either.
-    pub fn put_view_records(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+    pub fn put_view_records(
+        &self,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StateError> {
         if records.is_empty() {
             return Ok(());
         }
         let cf = self.cf(CF_VIEWS);
         let mut batch = WriteBatch::default();
         for (k, v) in records {
-            batch.put_cf(cf, k, v);
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
         }
         self.db.write(batch)?;
         Ok(())
@@ -118,6 +136,7 @@ impl StateStore {
                 Ok((k, v)) => match k.first() {
                     Some(&EVENT) => Some(Ok(ViewRecord::Event(v))),
                     Some(&OVERRIDE) => Some(Ok(ViewRecord::Override(v))),
+                    Some(&PERSON) => Some(Ok(ViewRecord::Person(v))),
                     _ => None,
                 },
             })
@@ -141,9 +160,11 @@ mod tests {
             assert_eq!(store.view_events(std::slice::from_ref(&a)).unwrap(), [None]);
             store
                 .put_view_records(&[
-                    (a.clone(), b"ev-a".to_vec()),
-                    (other, b"ev-other".to_vec()),
-                    (override_key(7, "d"), b"p".to_vec()),
+                    (a.clone(), Some(b"ev-a".to_vec())),
+                    (other, Some(b"ev-other".to_vec())),
+                    (override_key(7, "d"), Some(b"p".to_vec())),
+                    (person_key(7, &uuid::Uuid::nil()), Some(b"gone".to_vec())),
+                    (person_key(7, &uuid::Uuid::nil()), None),
                 ])
                 .unwrap();
             assert_eq!(

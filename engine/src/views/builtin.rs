@@ -1,7 +1,9 @@
 //! The built-in views. Each is also an example to copy: a few differential operators from the
 //! events collection to rows.
 
-use super::{Column, Events, Kind, Row, Rows, TableSpec, Value, View, ViewEvent, ViewRegistry};
+use super::{
+    Column, Events, Input, Kind, Row, Rows, TableSpec, Value, View, ViewEvent, ViewRegistry,
+};
 
 pub(crate) fn register(registry: &mut ViewRegistry) {
     registry.register(DailyActivePersons);
@@ -46,8 +48,8 @@ impl View for DailyActivePersons {
         }
     }
 
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s> {
-        active_persons(events, ViewEvent::day)
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        active_persons(input.events, ViewEvent::day)
     }
 }
 
@@ -67,8 +69,8 @@ impl View for WeeklyActivePersons {
         }
     }
 
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s> {
-        active_persons(events, ViewEvent::week)
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        active_persons(input.events, ViewEvent::week)
     }
 }
 
@@ -91,8 +93,9 @@ impl View for EventsPerDay {
         }
     }
 
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s> {
-        events
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        input
+            .events
             .map(|e| (e.team_id, e.day(), e.event))
             .count()
             .map(|((team, day, event), n)| {
@@ -127,8 +130,9 @@ impl View for FirstSeen {
         &["$referring_domain"]
     }
 
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s> {
-        events
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        input
+            .events
             .map(|e| {
                 let domain = e.property_str("$referring_domain").unwrap_or_default();
                 (
@@ -178,8 +182,9 @@ impl View for SessionsPerDay {
         &["$session_id"]
     }
 
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s> {
-        events
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        input
+            .events
             .flat_map(|e| {
                 let session = e.property_str("$session_id").filter(|s| !s.is_empty())?;
                 // Only what a session's summary needs: when, and whether a pageview or autocapture.

@@ -1,26 +1,44 @@
-//! The views inside the engine's dataflow: every enabled view over the events of its teams,
-//! and the rows they write.
+//! The views inside the engine's dataflow: every enabled view over the events and persons of
+//! its teams, and the rows they write.
 
-use differential_dataflow::AsCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use hogstream_sinks::OutputBatch;
 use timely::dataflow::{Stream, operators::Concatenate};
 
-use super::{Time, ViewEvent, output, registry::ActiveView};
+use super::{Input, Rows, Time, View, input::ViewUpdate, output, registry::ActiveView};
 
-/// Every active view over `events` (updates with their current person), as batches of rows
-/// for the sink.
+/// `view` over the updates of the teams `counts` accepts.
+pub(crate) fn rows_of<'s>(
+    view: &dyn View,
+    updates: VecCollection<'s, Time, ViewUpdate>,
+    counts: impl Fn(i64) -> bool + Clone + 'static,
+) -> Rows<'s> {
+    let of_team = counts.clone();
+    let events = updates.clone().flat_map(move |u| match u {
+        ViewUpdate::Event(e) if of_team(e.team_id) => Some(e),
+        _ => None,
+    });
+    let persons = updates.flat_map(move |u| match u {
+        ViewUpdate::Person(p) if counts(p.team_id) => Some(p),
+        _ => None,
+    });
+    view.build(Input { events, persons })
+}
+
+/// Every active view over `updates` (events with their current person, and persons), as
+/// batches of rows for the sink.
 pub(crate) fn build<'s>(
-    events: Stream<'s, Time, Vec<(ViewEvent, Time, isize)>>,
+    updates: Stream<'s, Time, Vec<(ViewUpdate, Time, isize)>>,
     active: &[ActiveView],
 ) -> Stream<'s, Time, Vec<OutputBatch>> {
-    let scope = events.scope();
-    let events = events.as_collection();
+    let scope = updates.scope();
+    let updates = updates.as_collection();
     let outputs: Vec<Stream<'s, Time, Vec<OutputBatch>>> = active
         .iter()
         .map(|v| {
             let active = v.clone();
-            let mine = events.clone().filter(move |e| active.counts(e.team_id));
-            output::write(v.view.build(mine), v.table(), v.view.table())
+            let rows = rows_of(&*v.view, updates.clone(), move |team| active.counts(team));
+            output::write(rows, v.table(), v.view.table())
         })
         .collect();
     scope.concatenate(outputs)

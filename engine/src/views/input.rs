@@ -13,15 +13,17 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use hogstream_sinks::tables::{events::EventRow, person_distinct_id2::PersonDistinctIdRow};
+use hogstream_sinks::tables::{
+    events::EventRow, person::PersonRow, person_distinct_id2::PersonDistinctIdRow,
+};
 use hogstream_state::{
     StateError, StateStore,
-    views::{ViewRecord, distinct_id_prefix, event_key, override_key},
+    views::{ViewRecord, distinct_id_prefix, event_key, override_key, person_key},
 };
 use uuid::Uuid;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Properties, ViewEvent, registry::ActiveView};
+use super::{Properties, ViewEvent, ViewPerson, registry::ActiveView};
 
 /// The override each distinct id has now, for the whole process.
 pub type Overrides = Arc<Mutex<HashMap<(i64, String), Uuid>>>;
@@ -30,7 +32,8 @@ pub type Overrides = Arc<Mutex<HashMap<(i64, String), Uuid>>>;
 pub(crate) trait InputStore {
     /// The stored values of `keys`, in order.
     fn get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
-    fn put(&mut self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError>;
+    /// Writes `records`; `None` deletes.
+    fn put(&mut self, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StateError>;
     /// The values of the keys beginning with `prefix`.
     fn with_prefix(&self, prefix: &[u8]) -> Result<Vec<Box<[u8]>>, StateError>;
 }
@@ -40,7 +43,7 @@ impl InputStore for StateStore {
         self.view_events(keys)
     }
 
-    fn put(&mut self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError> {
+    fn put(&mut self, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StateError> {
         self.put_view_records(&records)
     }
 
@@ -58,8 +61,13 @@ impl InputStore for BTreeMap<Vec<u8>, Vec<u8>> {
             .collect())
     }
 
-    fn put(&mut self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError> {
-        self.extend(records);
+    fn put(&mut self, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StateError> {
+        for (k, v) in records {
+            match v {
+                Some(v) => self.insert(k, v),
+                None => self.remove(&k),
+            };
+        }
         Ok(())
     }
 
@@ -91,6 +99,10 @@ fn key_of(event: &ViewEvent) -> Vec<u8> {
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
     postcard::to_allocvec(value).map_err(|e| corrupt(format!("cannot encode a view input: {e}")))
+}
+
+fn decode_person(bytes: &[u8]) -> Result<ViewPerson, StateError> {
+    postcard::from_bytes(bytes).map_err(|e| corrupt(format!("a view person: {e}")))
 }
 
 fn decode(bytes: &[u8]) -> Result<ViewEvent, StateError> {
@@ -141,7 +153,7 @@ pub(crate) fn resolve(
                 -1,
             ));
         }
-        records.push((key.clone(), encode(&event)?));
+        records.push((key.clone(), Some(encode(&event)?)));
         out.push((
             ViewEvent {
                 person: person_of(&event),
@@ -181,7 +193,7 @@ pub(crate) fn resolve(
         }
         records.push((
             override_key(team_id, &key.1),
-            encode(&(team_id, &key.1, new.unwrap_or_else(Uuid::nil)))?,
+            Some(encode(&(team_id, &key.1, new.unwrap_or_else(Uuid::nil)))?),
         ));
         match new {
             Some(p) => current.insert(key, p),
@@ -192,11 +204,61 @@ pub(crate) fn resolve(
     Ok(out)
 }
 
+/// The updates of the persons collection that `changes` (a person's new declared properties;
+/// `None`: the person is gone, e.g. merged into another) bring: the stored properties are
+/// retracted and the new ones added.
+pub(crate) fn resolve_persons(
+    store: &mut impl InputStore,
+    changes: Vec<(i64, Uuid, Option<Properties>)>,
+) -> Result<Vec<(ViewPerson, isize)>, StateError> {
+    let mut out = Vec::new();
+    for (team_id, person, new) in changes {
+        let key = person_key(team_id, &person);
+        let old = match store.get(std::slice::from_ref(&key))?.pop().flatten() {
+            Some(bytes) => Some(decode_person(&bytes)?.properties),
+            None => None,
+        };
+        if old == new {
+            continue;
+        }
+        let as_person = |properties| ViewPerson {
+            team_id,
+            person,
+            properties,
+        };
+        if let Some(old) = old {
+            out.push((as_person(old), -1));
+        }
+        let value = match new {
+            Some(new) => {
+                let person = as_person(new);
+                let value = encode(&person)?;
+                out.push((person, 1));
+                Some(value)
+            }
+            None => None,
+        };
+        store.put(vec![(key, value)])?;
+    }
+    Ok(out)
+}
+
+/// One update of the views' input collections.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum ViewUpdate {
+    Event(ViewEvent),
+    Person(ViewPerson),
+}
+
 /// Turns the process stage's rows into the views' input.
 pub struct ViewInputs {
     /// Teams some view counts; `None`: every team.
     teams: Option<HashSet<i64>>,
     properties: Vec<&'static str>,
+    /// The person properties views declared; none: no persons are kept.
+    person_properties: Vec<&'static str>,
     store: StateStore,
     overrides: Overrides,
 }
@@ -218,9 +280,16 @@ impl ViewInputs {
             .collect();
         properties.sort_unstable();
         properties.dedup();
+        let mut person_properties: Vec<&'static str> = active
+            .iter()
+            .flat_map(|v| v.view.person_properties().iter().copied())
+            .collect();
+        person_properties.sort_unstable();
+        person_properties.dedup();
         Some(Self {
             teams,
             properties,
+            person_properties,
             store,
             overrides: Overrides::default(),
         })
@@ -247,13 +316,14 @@ impl ViewInputs {
         }
     }
 
-    /// The updates that `events` and `overrides` (rows the process stage just made) bring,
-    /// recorded in the store (see [`resolve`]).
+    /// The updates that `events`, `overrides` and `persons` (rows the process stage just made)
+    /// bring, recorded in the store (see [`resolve`] and [`resolve_persons`]).
     pub fn updates(
         &self,
         events: &[EventRow],
         overrides: &[PersonDistinctIdRow],
-    ) -> Result<Vec<(ViewEvent, isize)>, StateError> {
+        persons: &[PersonRow],
+    ) -> Result<Vec<(ViewUpdate, isize)>, StateError> {
         let events: Vec<ViewEvent> = events
             .iter()
             .filter(|r| self.counts(r.team_id))
@@ -270,19 +340,43 @@ impl ViewInputs {
                 )
             })
             .collect();
-        if events.is_empty() && changes.is_empty() {
+        let persons: Vec<(i64, Uuid, Option<Properties>)> = if self.person_properties.is_empty() {
+            Vec::new()
+        } else {
+            persons
+                .iter()
+                .filter(|r| self.counts(r.team_id))
+                .map(|r| {
+                    let kept = (r.is_deleted == 0).then(|| {
+                        Properties::from_json(&r.properties, Some(&self.person_properties))
+                    });
+                    (r.team_id, r.id, kept)
+                })
+                .collect()
+        };
+        if events.is_empty() && changes.is_empty() && persons.is_empty() {
             return Ok(Vec::new());
         }
         let mut current = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
         let mut store = self.store.clone();
-        resolve(&mut store, &mut current, events, changes)
+        let mut out: Vec<(ViewUpdate, isize)> = resolve(&mut store, &mut current, events, changes)?
+            .into_iter()
+            .map(|(e, d)| (ViewUpdate::Event(e), d))
+            .collect();
+        out.extend(
+            resolve_persons(&mut store, persons)?
+                .into_iter()
+                .map(|(p, d)| (ViewUpdate::Person(p), d)),
+        );
+        Ok(out)
     }
 
     /// Everything the views counted before this start, each event with its current person;
     /// fills the overrides.
-    pub fn load(&self) -> Result<Vec<(ViewEvent, isize)>, StateError> {
+    pub fn load(&self) -> Result<Vec<(ViewUpdate, isize)>, StateError> {
         let mut current = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
         let mut events = Vec::new();
+        let mut persons = Vec::new();
         for record in self.store.view_records() {
             match record? {
                 ViewRecord::Event(bytes) => {
@@ -299,17 +393,21 @@ impl ViewInputs {
                         current.insert((team_id, distinct_id), person);
                     }
                 }
+                ViewRecord::Person(bytes) => {
+                    let person = decode_person(&bytes)?;
+                    if self.counts(person.team_id) {
+                        persons.push((ViewUpdate::Person(person), 1));
+                    }
+                }
             }
         }
-        Ok(events
-            .into_iter()
-            .map(|e| {
-                let person = current
-                    .get(&(e.team_id, e.distinct_id.clone()))
-                    .copied()
-                    .unwrap_or(e.person);
-                (ViewEvent { person, ..e }, 1)
-            })
-            .collect())
+        let events = events.into_iter().map(|e| {
+            let person = current
+                .get(&(e.team_id, e.distinct_id.clone()))
+                .copied()
+                .unwrap_or(e.person);
+            (ViewUpdate::Event(ViewEvent { person, ..e }), 1)
+        });
+        Ok(events.chain(persons).collect())
     }
 }

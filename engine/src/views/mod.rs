@@ -3,9 +3,10 @@
 //! persons merge (docs/views.md).
 //!
 //! This module is the one API that hands timely and differential types to view authors: a view
-//! receives [`Events`], a differential collection of [`ViewEvent`]s whose `person` changes when
-//! persons merge, and returns [`Rows`] for the ClickHouse table its [`TableSpec`] declares. The
-//! engine keeps each row of that table equal to the view's current result (see `output`).
+//! receives an [`Input`] — [`Events`], a differential collection of [`ViewEvent`]s whose `person`
+//! changes when persons merge, and [`Persons`], each person's current properties — and returns
+//! [`Rows`] for the ClickHouse table its [`TableSpec`] declares. The engine keeps each row of
+//! that table equal to the view's current result (see `output`).
 
 mod builtin;
 pub(crate) mod dataflow;
@@ -35,6 +36,39 @@ pub type Time = u64;
 /// A team's processed events, as a differential collection: each event once (copies with the
 /// same `events` deduplication key count once), with its current person.
 pub type Events<'s> = differential_dataflow::VecCollection<'s, Time, ViewEvent>;
+
+/// The teams' persons, as a differential collection: each person once, with the properties the
+/// enabled views declared (`View::person_properties`); a change of a person's properties is a
+/// retraction and an addition, a person merged into another disappears. Empty unless a view
+/// declared person properties.
+pub type Persons<'s> = differential_dataflow::VecCollection<'s, Time, ViewPerson>;
+
+/// What a view computes from.
+pub struct Input<'s> {
+    pub events: Events<'s>,
+    pub persons: Persons<'s>,
+}
+
+/// A person as views see it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ViewPerson {
+    pub team_id: i64,
+    pub person: Uuid,
+    /// The person's properties that the enabled views declared (`View::person_properties`).
+    pub properties: Properties,
+}
+
+impl ViewPerson {
+    /// One of the declared properties.
+    pub fn property(&self, key: &str) -> Option<serde_json::Value> {
+        self.properties.value(key)
+    }
+
+    /// A declared property that is a string.
+    pub fn property_str(&self, key: &str) -> Option<String> {
+        self.properties.string(key)
+    }
+}
 
 /// A view's result: at most one row per (team, key) at any time.
 pub type Rows<'s> = differential_dataflow::VecCollection<'s, Time, Row>;
@@ -84,6 +118,20 @@ impl Properties {
         let i = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
         Some(&self.0[i].1)
     }
+
+    /// A property's value.
+    pub fn value(&self, key: &str) -> Option<serde_json::Value> {
+        serde_json::from_str(self.get(key)?).ok()
+    }
+
+    /// A property that is a string.
+    pub fn string(&self, key: &str) -> Option<String> {
+        let text = self.get(key)?;
+        if !text.starts_with('"') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
 }
 
 impl From<&str> for Properties {
@@ -109,16 +157,12 @@ impl ViewEvent {
 
     /// One of the declared properties.
     pub fn property(&self, key: &str) -> Option<serde_json::Value> {
-        serde_json::from_str(self.properties.get(key)?).ok()
+        self.properties.value(key)
     }
 
     /// A declared property that is a string.
     pub fn property_str(&self, key: &str) -> Option<String> {
-        let text = self.properties.get(key)?;
-        if !text.starts_with('"') {
-            return None;
-        }
-        serde_json::from_str(text).ok()
+        self.properties.string(key)
     }
 }
 
@@ -145,8 +189,14 @@ pub trait View: Send + Sync + 'static {
         &[]
     }
 
-    /// The computation: `events` are the events of the teams that enabled the view.
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s>;
+    /// The person properties it reads; with none declared by any view, `Input::persons` is
+    /// empty and no person is kept for views.
+    fn person_properties(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The computation, over the events and persons of the teams that enabled the view.
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s>;
 }
 
 #[cfg(test)]

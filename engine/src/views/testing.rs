@@ -10,12 +10,17 @@ use std::{
 use timely::dataflow::operators::Input as _;
 use uuid::Uuid;
 
-use super::{Row, Time, Value, View, ViewEvent, input::resolve, output::rows_of_changes};
+use super::{
+    Properties, Row, Time, Value, View, ViewEvent,
+    dataflow::rows_of,
+    input::{ViewUpdate, resolve, resolve_persons},
+    output::rows_of_changes,
+};
 use differential_dataflow::AsCollection;
 
-/// One input of a view under test.
+/// One update of a view's input under test.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub enum Update {
     /// An event, with `person` the person the engine stored it with. A second event with the
     /// same uuid, team, day, name and distinct id replaces the first (a copy changes nothing),
     /// as in the engine and in `events` under `FINAL`.
@@ -28,6 +33,13 @@ pub enum Input {
         distinct_id: String,
         person: Uuid,
     },
+    /// `person`'s properties are now `properties` (those the view declared are kept); `None`:
+    /// the person is gone (merged into another).
+    Person {
+        team_id: i64,
+        person: Uuid,
+        properties: Option<Properties>,
+    },
 }
 
 /// A view's table: (team, key) → values, as `SELECT … FINAL` shows it.
@@ -35,16 +47,16 @@ pub type Table = BTreeMap<(i64, Vec<Value>), Vec<Value>>;
 
 /// Runs `view` over `epochs` (each a batch of inputs given at one epoch, in order) on
 /// `workers` worker threads, and returns its table after the last epoch.
-pub fn run(view: impl View, epochs: Vec<Vec<Input>>, workers: usize) -> Table {
+pub fn run(view: impl View, epochs: Vec<Vec<Update>>, workers: usize) -> Table {
     let view: Arc<dyn View> = Arc::new(view);
-    let updates = Arc::new(to_updates(epochs));
+    let updates = Arc::new(to_updates(&*view, epochs));
     let changes: Arc<Mutex<Vec<(Row, Time, isize)>>> = Arc::default();
     let sink = Arc::clone(&changes);
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
         let (view, sink) = (Arc::clone(&view), Arc::clone(&sink));
         let (mut input, probe) = worker.dataflow::<Time, _, _>(move |scope| {
-            let (input, stream) = scope.new_input::<Vec<(ViewEvent, Time, isize)>>();
-            let rows = view.build(stream.as_collection());
+            let (input, stream) = scope.new_input::<Vec<(ViewUpdate, Time, isize)>>();
+            let rows = rows_of(&*view, stream.as_collection(), |_| true);
             let (probe, _) = rows
                 .inspect(move |update| sink.lock().expect("not poisoned").push(update.clone()))
                 .probe();
@@ -88,8 +100,8 @@ pub fn run(view: impl View, epochs: Vec<Vec<Input>>, workers: usize) -> Table {
 
 /// The engine's view input for `epochs`, made as the engine makes it (see `input::resolve`),
 /// with the store in memory.
-fn to_updates(epochs: Vec<Vec<Input>>) -> Vec<Vec<(ViewEvent, isize)>> {
-    let mut state = Resolver::default();
+fn to_updates(view: &dyn View, epochs: Vec<Vec<Update>>) -> Vec<Vec<(ViewUpdate, isize)>> {
+    let mut state = Resolver::new(view);
     epochs
         .into_iter()
         .map(|batch| state.updates(batch))
@@ -97,30 +109,81 @@ fn to_updates(epochs: Vec<Vec<Input>>) -> Vec<Vec<(ViewEvent, isize)>> {
 }
 
 /// The engine's input stage with its store in memory.
-#[derive(Default)]
 struct Resolver {
     store: BTreeMap<Vec<u8>, Vec<u8>>,
     overrides: HashMap<(i64, String), Uuid>,
+    /// The view's event and person properties, kept as the engine keeps them.
+    properties: Vec<&'static str>,
+    person_properties: Vec<&'static str>,
 }
 
 impl Resolver {
-    fn updates(&mut self, batch: Vec<Input>) -> Vec<(ViewEvent, isize)> {
+    fn new(view: &dyn View) -> Self {
+        Self {
+            store: BTreeMap::new(),
+            overrides: HashMap::new(),
+            properties: view.properties().to_vec(),
+            person_properties: view.person_properties().to_vec(),
+        }
+    }
+
+    fn keep(properties: &Properties, keys: &[&str]) -> Properties {
+        let json = serde_json::Value::Object(
+            keys.iter()
+                .filter_map(|k| Some((k.to_string(), properties.value(k)?)))
+                .collect(),
+        );
+        Properties::from_json(&json.to_string(), None)
+    }
+
+    fn updates(&mut self, batch: Vec<Update>) -> Vec<(ViewUpdate, isize)> {
         let mut out = Vec::new();
-        // The engine hands over a batch's events, then its overrides; one input at a time here
-        // keeps the test's order exact.
+        // One input at a time keeps the test's order exact.
         for input in batch {
-            let (events, changes) = match input {
-                Input::Event(e) => (vec![e], Vec::new()),
-                Input::Override {
+            let failed = "an in-memory store does not fail";
+            match input {
+                Update::Event(e) => {
+                    let e = ViewEvent {
+                        properties: Self::keep(&e.properties, &self.properties),
+                        ..e
+                    };
+                    let done = resolve(&mut self.store, &mut self.overrides, vec![e], Vec::new());
+                    out.extend(
+                        done.expect(failed)
+                            .into_iter()
+                            .map(|(e, d)| (ViewUpdate::Event(e), d)),
+                    );
+                }
+                Update::Override {
                     team_id,
                     distinct_id,
                     person,
-                } => (Vec::new(), vec![(team_id, distinct_id, Some(person))]),
-            };
-            out.extend(
-                resolve(&mut self.store, &mut self.overrides, events, changes)
-                    .expect("an in-memory store does not fail"),
-            );
+                } => {
+                    let change = vec![(team_id, distinct_id, Some(person))];
+                    let done = resolve(&mut self.store, &mut self.overrides, Vec::new(), change);
+                    out.extend(
+                        done.expect(failed)
+                            .into_iter()
+                            .map(|(e, d)| (ViewUpdate::Event(e), d)),
+                    );
+                }
+                Update::Person {
+                    team_id,
+                    person,
+                    properties,
+                } => {
+                    if self.person_properties.is_empty() {
+                        continue;
+                    }
+                    let kept = properties.map(|p| Self::keep(&p, &self.person_properties));
+                    let done = resolve_persons(&mut self.store, vec![(team_id, person, kept)]);
+                    out.extend(
+                        done.expect(failed)
+                            .into_iter()
+                            .map(|(p, d)| (ViewUpdate::Person(p), d)),
+                    );
+                }
+            }
         }
         out
     }
@@ -152,14 +215,15 @@ pub fn resident_bytes() -> u64 {
 /// `None`, each brought to completion before the next, and measures it: for benchmarks.
 pub fn measure(
     view: impl View,
-    epoch: impl Fn(usize) -> Option<Vec<Input>> + Send + Sync + 'static,
+    epoch: impl Fn(usize) -> Option<Vec<Update>> + Send + Sync + 'static,
 ) -> Measured {
     timely::execute_directly(move |worker| {
+        let mut resolver = Resolver::new(&view);
         let updates = std::rc::Rc::new(std::cell::Cell::new(0u64));
         let seen = std::rc::Rc::clone(&updates);
         let (mut input, probe) = worker.dataflow::<Time, _, _>(move |scope| {
-            let (input, stream) = scope.new_input::<Vec<(ViewEvent, Time, isize)>>();
-            let rows = view.build(stream.as_collection());
+            let (input, stream) = scope.new_input::<Vec<(ViewUpdate, Time, isize)>>();
+            let rows = rows_of(&view, stream.as_collection(), |_| true);
             let (probe, _) = rows
                 .inspect_batch(move |_, batch| seen.set(seen.get() + batch.len() as u64))
                 .probe();
@@ -167,7 +231,6 @@ pub fn measure(
         });
         // Only the dataflow's work is timed, not making the inputs.
         let mut busy = std::time::Duration::ZERO;
-        let mut resolver = Resolver::default();
         let mut time: Time = 0;
         while let Some(batch) = epoch(time as usize) {
             let updates = resolver.updates(batch);

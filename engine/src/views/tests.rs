@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::{
-    DailyActivePersons, EventsPerDay, FirstSeen, SessionsPerDay, Value, View, ViewEvent,
-    WeeklyActivePersons,
-    testing::{Input, Table, run},
+    Column, DailyActivePersons, EventsPerDay, FirstSeen, Input, Kind, Properties, Row, Rows,
+    SessionsPerDay, TableSpec, Value, View, ViewEvent, WeeklyActivePersons,
+    testing::{Table, Update, run},
 };
 
 const DAY: i64 = 86_400_000_000;
@@ -76,14 +76,22 @@ fn event(s: &Spec) -> ViewEvent {
     }
 }
 
-/// Each event once (the `events` key; the last to arrive of a key wins, as under `FINAL`),
-/// with its final person.
-fn final_events(arrived: &[Vec<Input>]) -> Vec<ViewEvent> {
+/// What the final tables hold after a history.
+struct Final {
+    /// Each event once (the `events` key; the last to arrive of a key wins, as under `FINAL`),
+    /// with its final person.
+    events: Vec<ViewEvent>,
+    /// Each person's last properties (`person FINAL`), unless it is gone.
+    persons: HashMap<(i64, Uuid), Properties>,
+}
+
+fn final_state(arrived: &[Vec<Update>]) -> Final {
+    let mut persons = HashMap::new();
     let mut last_override: HashMap<String, Uuid> = HashMap::new();
     let mut by_key: BTreeMap<(i64, i32, String, String, Uuid), ViewEvent> = BTreeMap::new();
     for input in arrived.iter().flatten() {
         match input {
-            Input::Event(e) => {
+            Update::Event(e) => {
                 by_key.insert(
                     (
                         e.team_id,
@@ -95,16 +103,28 @@ fn final_events(arrived: &[Vec<Input>]) -> Vec<ViewEvent> {
                     e.clone(),
                 );
             }
-            Input::Override {
+            Update::Override {
                 distinct_id,
                 person,
                 ..
             } => {
                 last_override.insert(distinct_id.clone(), *person);
             }
+            Update::Person {
+                team_id,
+                person,
+                properties,
+            } => match properties {
+                Some(p) => {
+                    persons.insert((*team_id, *person), p.clone());
+                }
+                None => {
+                    persons.remove(&(*team_id, *person));
+                }
+            },
         }
     }
-    by_key
+    let events = by_key
         .into_values()
         .map(|e| ViewEvent {
             person: last_override
@@ -113,7 +133,8 @@ fn final_events(arrived: &[Vec<Input>]) -> Vec<ViewEvent> {
                 .unwrap_or(e.person),
             ..e
         })
-        .collect()
+        .collect();
+    Final { events, persons }
 }
 
 fn counts<K: Ord>(items: impl Iterator<Item = (i64, K)>) -> BTreeMap<(i64, K), u64> {
@@ -124,7 +145,8 @@ fn counts<K: Ord>(items: impl Iterator<Item = (i64, K)>) -> BTreeMap<(i64, K), u
     out
 }
 
-fn reference(view: &str, events: &[ViewEvent]) -> Table {
+fn reference(view: &str, end: &Final) -> Table {
+    let events = &end.events;
     match view {
         "daily_active_persons" | "weekly_active_persons" => {
             let period = |e: &ViewEvent| {
@@ -207,22 +229,35 @@ fn reference(view: &str, events: &[ViewEvent]) -> Table {
                 })
                 .collect()
         }
+        "events_per_plan" => counts(events.iter().filter_map(|e| {
+            let plan = end.persons.get(&(e.team_id, e.person))?.string("plan")?;
+            Some((e.team_id, (plan, e.day())))
+        }))
+        .into_iter()
+        .map(|((t, (plan, day)), n)| {
+            (
+                (t, vec![Value::Str(plan), Value::Date(day)]),
+                vec![Value::UInt(n)],
+            )
+        })
+        .collect(),
         other => panic!("no reference for {other}"),
     }
 }
 
 /// A history: events (some copies of others) and merges, arrived in a shuffled order (each
 /// distinct id's overrides keep their order, as one worker writes them), cut into epochs.
-fn history() -> impl Strategy<Value = Vec<Vec<Input>>> {
+fn history() -> impl Strategy<Value = Vec<Vec<Update>>> {
     (
         prop::collection::vec(spec(), 1..40),
         prop::collection::vec((0..IDS, 0u8..4), 0..8),
+        prop::collection::vec((1i64..3, 0u8..4, prop::option::of(0u8..3)), 0..10),
         any::<u64>(),
         1usize..6,
     )
-        .prop_map(|(specs, overrides, seed, epochs)| {
+        .prop_map(|(specs, overrides, persons, seed, epochs)| {
             let events: Vec<ViewEvent> = specs.iter().map(event).collect();
-            let mut inputs: Vec<Input> = events.iter().cloned().map(Input::Event).collect();
+            let mut inputs: Vec<Update> = events.iter().cloned().map(Update::Event).collect();
             // Overrides go in their own order at random places among the events.
             let mut rng = seed;
             let mut next = || {
@@ -235,25 +270,38 @@ fn history() -> impl Strategy<Value = Vec<Vec<Input>>> {
             for (id, p) in &overrides {
                 let at = next() % (inputs.len() + 1);
                 let latest_same = inputs.iter().rposition(|x| {
-                    matches!(x, Input::Override { distinct_id, .. } if *distinct_id == format!("d{id}"))
+                    matches!(x, Update::Override { distinct_id, .. } if *distinct_id == format!("d{id}"))
                 });
                 let at = at.max(latest_same.map_or(0, |l| l + 1));
                 inputs.insert(
                     at,
-                    Input::Override {
+                    Update::Override {
                         team_id: 1 + (id % 2) as i64,
                         distinct_id: format!("d{id}"),
                         person: Uuid::from_u128(100 + u128::from(*p)),
                     },
                 );
             }
+            // Person changes (a plan set, or the person gone) at random places too.
+            for (team_id, p, plan) in persons {
+                let at = next() % (inputs.len() + 1);
+                let properties = plan.map(|plan| Properties::from(format!(r#"{{"plan":"p{plan}","other":1}}"#).as_str()));
+                inputs.insert(
+                    at,
+                    Update::Person {
+                        team_id,
+                        person: Uuid::from_u128(100 + u128::from(p)),
+                        properties,
+                    },
+                );
+            }
             let per = inputs.len().div_ceil(epochs).max(1);
-            inputs.chunks(per).map(<[Input]>::to_vec).collect()
+            inputs.chunks(per).map(<[Update]>::to_vec).collect()
         })
 }
 
-fn check(view: impl View + Clone, workers: usize, history: &[Vec<Input>]) {
-    let expected = reference(view.name(), &final_events(history));
+fn check(view: impl View + Clone, workers: usize, history: &[Vec<Update>]) {
+    let expected = reference(view.name(), &final_state(history));
     let got = run(view.clone(), history.to_vec(), workers);
     assert_eq!(got, expected, "{} on {workers} worker(s)", view.name());
 }
@@ -262,19 +310,60 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn builtin_views_equal_the_batch_reference(h in history(), workers in 1usize..3) {
+    fn views_equal_the_batch_reference(h in history(), workers in 1usize..3) {
         check(DailyActivePersons, workers, &h);
         check(WeeklyActivePersons, workers, &h);
         check(EventsPerDay, workers, &h);
         check(FirstSeen, workers, &h);
         check(SessionsPerDay, workers, &h);
+        check(EventsPerPlan, workers, &h);
+    }
+}
+
+/// A view that reads persons: events per team, the person's `plan` and UTC day.
+#[derive(Clone)]
+struct EventsPerPlan;
+
+impl View for EventsPerPlan {
+    fn name(&self) -> &'static str {
+        "events_per_plan"
+    }
+
+    fn table(&self) -> TableSpec {
+        TableSpec {
+            key: vec![
+                Column::new("plan", Kind::String),
+                Column::new("day", Kind::Date),
+            ],
+            values: vec![Column::new("events", Kind::UInt64)],
+        }
+    }
+
+    fn person_properties(&self) -> &'static [&'static str] {
+        &["plan"]
+    }
+
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        let plans = input
+            .persons
+            .flat_map(|p| Some(((p.team_id, p.person), p.property_str("plan")?)));
+        input
+            .events
+            .map(|e| ((e.team_id, e.person), e.day()))
+            .join_map(plans, |(team, _), day, plan| (*team, plan.clone(), *day))
+            .count()
+            .map(|((team, plan, day), n)| Row {
+                team_id: team,
+                key: vec![Value::Str(plan), Value::Date(day)],
+                values: vec![Value::UInt(n.unsigned_abs() as u64)],
+            })
     }
 }
 
 #[test]
 fn a_merge_after_counting_moves_the_days_and_the_first_event() {
     let at = |n: u128, id: &str, person: u128, day: i64| {
-        Input::Event(ViewEvent {
+        Update::Event(ViewEvent {
             team_id: 1,
             timestamp: (20_422 + day) * DAY + n as i64,
             uuid: Uuid::from_u128(n),
@@ -284,7 +373,7 @@ fn a_merge_after_counting_moves_the_days_and_the_first_event() {
             properties: "{}".into(),
         })
     };
-    let merge = Input::Override {
+    let merge = Update::Override {
         team_id: 1,
         distinct_id: "user".into(),
         person: Uuid::from_u128(1),

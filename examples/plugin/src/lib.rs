@@ -13,17 +13,21 @@
 //! - `heartbeat` (scheduled task) records, every minute, when it last ran.
 //!
 //! Register them in the binary's `src/plugins.rs` (docs/plugins.md).
+//! - `active_persons_by_plan` (view) counts distinct persons per day and the person's `plan`:
+//!   a view that reads persons.
 //! - `persons_by_browser` (view) counts distinct persons per day and browser, merge-aware
 //!   (docs/views.md); enable it with `[[views]] view = "persons_by_browser"`.
 //! - `chaos` (transform) panics on the events it is told to: it shows, in tests, that a
 //!   panicking plugin stops neither the event nor ingestion.
 
+mod active_persons_by_plan;
 mod chaos;
 mod event_counter;
 mod heartbeat;
 mod persons_by_browser;
 mod tag_internal;
 
+pub use active_persons_by_plan::ActivePersonsByPlan;
 pub use chaos::Chaos;
 pub use event_counter::EventCounter;
 pub use heartbeat::Heartbeat;

@@ -1,7 +1,7 @@
 //! `persons_by_browser` (view): distinct persons per team, UTC day and `$browser`, kept right
 //! when persons merge (two ids of one person on one browser count once).
 
-use hogstream_engine::views::{Column, Events, Kind, Row, Rows, TableSpec, Value, View};
+use hogstream_engine::views::{Column, Input, Kind, Row, Rows, TableSpec, Value, View};
 
 pub struct PersonsByBrowser;
 
@@ -24,8 +24,9 @@ impl View for PersonsByBrowser {
         &["$browser"]
     }
 
-    fn build<'s>(&self, events: Events<'s>) -> Rows<'s> {
-        events
+    fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
+        input
+            .events
             .map(|e| {
                 let browser = e
                     .property_str("$browser")
@@ -47,7 +48,7 @@ impl View for PersonsByBrowser {
 mod tests {
     use hogstream_engine::views::{
         Value, ViewEvent,
-        testing::{Input, run},
+        testing::{Update, run},
     };
     use uuid::Uuid;
 
@@ -55,8 +56,8 @@ mod tests {
 
     const DAY: i64 = 86_400_000_000;
 
-    fn event(n: u128, distinct_id: &str, person: u128, browser: &str) -> Input {
-        Input::Event(ViewEvent {
+    fn event(n: u128, distinct_id: &str, person: u128, browser: &str) -> Update {
+        Update::Event(ViewEvent {
             team_id: 1,
             timestamp: 20_000 * DAY + n as i64,
             uuid: Uuid::from_u128(n),
@@ -78,7 +79,7 @@ mod tests {
         let user = event(2, "user", 200, "Firefox");
         let chrome = event(3, "user", 200, "Chrome");
         // The login merges `user`'s person into `anon`'s.
-        let merge = Input::Override {
+        let merge = Update::Override {
             team_id: 1,
             distinct_id: "user".into(),
             person: Uuid::from_u128(100),
@@ -112,7 +113,7 @@ mod tests {
     #[test]
     fn events_without_a_browser_count_as_unknown() {
         let mut e = event(1, "d", 1, "x");
-        if let Input::Event(ev) = &mut e {
+        if let Update::Event(ev) = &mut e {
             ev.properties = "{}".into();
         }
         let table = run(PersonsByBrowser, vec![vec![e]], 1);
