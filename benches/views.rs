@@ -4,15 +4,16 @@
 //! persons across a week, with merges (1% of the inputs re-point a distinct id to another
 //! person), fed in 100 epochs of 10k, and prints microseconds per input event beside
 //! differential dataflow's own published figure (about 1 µs per update on one worker) and
-//! beside the cheapest view measured in the same run; and the memory each view's state holds,
-//! per active person: every view runs in a process of its own, beside one that runs a view
-//! keeping nothing, whose resident memory (the inputs' stand-in store, the runtime) is
-//! subtracted.
+//! beside the cheapest view measured in the same run; and each view's state per active person:
+//! the updates its arrangements hold (differential's own accounting), and the resident memory
+//! of a process of its own less that of one running a view that keeps nothing (the inputs'
+//! stand-in store, the runtime; an allocator keeps freed pages, so this reads high after
+//! retractions). Then the same inputs arriving over 28 days, without and with a 7-day window.
 //! `HOGSTREAM_BENCH_VIEW_EVENTS` and `HOGSTREAM_BENCH_VIEW_PERSONS` change the sizes.
 
 use hogstream_engine::views::{
-    Column, DailyActivePersons, EventsPerDay, FirstSeen, Input, Kind, Row, Rows, SessionsPerDay,
-    TableSpec, View, ViewEvent, WeeklyActivePersons,
+    Column, DailyActivePersons, DatedBy, EventsPerDay, FirstSeen, Input, Kind, Row, Rows,
+    SessionsPerDay, TableSpec, View, ViewEvent, WeeklyActivePersons,
     testing::{Update, measure},
 };
 use uuid::Uuid;
@@ -80,9 +81,17 @@ impl View for Nothing {
 
     fn table(&self) -> TableSpec {
         TableSpec {
-            key: vec![Column::new("k", Kind::Int64)],
+            key: vec![Column::new("day", Kind::Date)],
             values: vec![],
         }
+    }
+
+    // Dated, so that it can run with a window: the baseline of windowed views.
+    fn dated_by(&self) -> Option<DatedBy> {
+        Some(DatedBy {
+            column: "day",
+            reach_days: 0,
+        })
     }
 
     fn build<'s>(&self, input: Input<'s>) -> Rows<'s> {
@@ -93,29 +102,70 @@ impl View for Nothing {
 const ONE: &str = "HOGSTREAM_BENCH_VIEW_ONE";
 
 /// Runs one view here and prints `seconds output_updates resident_bytes`.
+/// Days of the long run, in which inputs arrive in day order (a few a day or two late).
+const LONG_DAYS: usize = 28;
+
+/// Input `i` of the long run, and the day it arrives on.
+fn long_input(i: usize, events: usize, persons: usize) -> (i32, Update) {
+    let today = 20_422 + (i * LONG_DAYS / events) as i32;
+    let mut update = input(i, persons);
+    if let Update::Event(e) = &mut update {
+        let r = mix(i as u64 ^ 0x5eed);
+        let late = if r.is_multiple_of(20) {
+            1 + (r >> 8) % 2
+        } else {
+            0
+        } as i32;
+        let within = e.timestamp.rem_euclid(DAY);
+        e.timestamp = i64::from(today - late) * DAY + within;
+    }
+    (today, update)
+}
+
 fn measure_one(name: &str, events: usize, persons: usize) {
     let epoch = move |epoch: usize| {
         let start = epoch * EPOCH_INPUTS;
         (start < events).then(|| {
-            (start..(start + EPOCH_INPUTS).min(events))
+            let batch = (start..(start + EPOCH_INPUTS).min(events))
                 .map(|i| input(i, persons))
-                .collect()
+                .collect();
+            (20_430, batch)
+        })
+    };
+    let long = move |epoch: usize| {
+        let start = epoch * EPOCH_INPUTS;
+        (start < events).then(|| {
+            let today = long_input(start, events, persons).0;
+            let batch = (start..(start + EPOCH_INPUTS).min(events))
+                .map(|i| long_input(i, events, persons).1)
+                .collect();
+            (today, batch)
         })
     };
     let m = match name {
-        "nothing" => measure(Nothing, epoch),
-        "events_per_day" => measure(EventsPerDay, epoch),
-        "daily_active_persons" => measure(DailyActivePersons, epoch),
-        "weekly_active_persons" => measure(WeeklyActivePersons, epoch),
-        "first_seen" => measure(FirstSeen, epoch),
-        "sessions_per_day" => measure(SessionsPerDay, epoch),
+        "nothing" => measure(Nothing, None, epoch),
+        "events_per_day" => measure(EventsPerDay, None, epoch),
+        "daily_active_persons" => measure(DailyActivePersons, None, epoch),
+        "weekly_active_persons" => measure(WeeklyActivePersons, None, epoch),
+        "first_seen" => measure(FirstSeen, None, epoch),
+        "sessions_per_day" => measure(SessionsPerDay, None, epoch),
+        "long-nothing" => measure(Nothing, None, long),
+        "long-nothing-window" => measure(Nothing, Some(7), long),
+        "long-daily_active_persons" => measure(DailyActivePersons, None, long),
+        "long-daily_active_persons-window" => measure(DailyActivePersons, Some(7), long),
+        "long-sessions_per_day" => measure(SessionsPerDay, None, long),
+        "long-sessions_per_day-window" => measure(SessionsPerDay, Some(7), long),
         other => panic!("no view {other}"),
     };
-    println!("{} {} {}", m.seconds, m.output_updates, m.resident_bytes);
+    println!(
+        "{} {} {} {}",
+        m.seconds, m.output_updates, m.resident_bytes, m.arranged_updates
+    );
 }
 
-/// Runs one view in a process of its own: (seconds, output updates, resident bytes).
-fn in_child(name: &str) -> (f64, u64, u64) {
+/// Runs one view in a process of its own: (seconds, output updates, resident bytes, updates
+/// held in its arrangements).
+fn in_child(name: &str) -> (f64, u64, u64, u64) {
     let out = std::process::Command::new(std::env::current_exe().expect("own path"))
         .env(ONE, name)
         .output()
@@ -128,11 +178,12 @@ fn in_child(name: &str) -> (f64, u64, u64) {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     let f: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(f.len(), 3, "{name} printed {text}");
+    assert_eq!(f.len(), 4, "{name} printed {text}");
     (
         f[0].parse().unwrap(),
         f[1].parse().unwrap(),
         f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
     )
 }
 
@@ -146,11 +197,13 @@ fn main() {
     println!(
         "\n## views ({events} inputs, 1% of them merges, {persons} persons over 7 days, epochs of {EPOCH_INPUTS}, one worker)"
     );
-    let (base_seconds, _, base_resident) = in_child("nothing");
-    println!("| view | seconds | µs per input | output updates | state, bytes per active person |");
-    println!("|---|---|---|---|---|");
+    let (base_seconds, _, base_resident, _) = in_child("nothing");
     println!(
-        "| baseline: a view keeping nothing | {base_seconds:.2} | {:.2} | 0 | (resident {:.0} MB) |",
+        "| view | seconds | µs per input | output updates | updates held per active person | resident bytes per active person |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| baseline: a view keeping nothing | {base_seconds:.2} | {:.2} | 0 | 0 | (resident {:.0} MB) |",
         base_seconds * 1e6 / events as f64,
         base_resident as f64 / 1e6
     );
@@ -162,11 +215,12 @@ fn main() {
         "first_seen",
         "sessions_per_day",
     ] {
-        let (seconds, updates, resident) = in_child(name);
+        let (seconds, updates, resident, held) = in_child(name);
         let micros = seconds * 1e6 / events as f64;
         per_input.insert(name, micros);
         println!(
-            "| {name} | {seconds:.2} | {micros:.2} | {updates} | {:.0} |",
+            "| {name} | {seconds:.2} | {micros:.2} | {updates} | {:.1} | {:.0} |",
+            held as f64 / persons as f64,
             resident.saturating_sub(base_resident) as f64 / persons as f64
         );
     }
@@ -174,4 +228,36 @@ fn main() {
         "\ndaily_active_persons: {:.2} µs per input event (a merge moves every event of its distinct id); differential's published figure is about 1 µs per update on one worker; events_per_day, a single count, {:.2} µs in the same run",
         per_input["daily_active_persons"], per_input["events_per_day"]
     );
+
+    println!(
+        "\n## the same inputs arriving over {LONG_DAYS} days (5% of events a day or two late), without and with a 7-day window"
+    );
+    let (_, _, long_base, _) = in_child("long-nothing");
+    let (_, _, long_window_base, _) = in_child("long-nothing-window");
+    println!(
+        "| view | seconds | µs per input | output updates | updates held per active person at the end | resident bytes per active person |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for name in [
+        "long-daily_active_persons",
+        "long-daily_active_persons-window",
+        "long-sessions_per_day",
+        "long-sessions_per_day-window",
+    ] {
+        let (seconds, updates, resident, held) = in_child(name);
+        // Each beside a baseline that keeps the same inputs in the stand-in store.
+        let base = if name.ends_with("-window") {
+            long_window_base
+        } else {
+            long_base
+        };
+        println!(
+            "| {} | {seconds:.2} | {:.2} | {updates} | {:.1} | {:.0} |",
+            name.trim_start_matches("long-")
+                .replace("-window", ", window_days = 7"),
+            seconds * 1e6 / events as f64,
+            held as f64 / persons as f64,
+            resident.saturating_sub(base) as f64 / persons as f64
+        );
+    }
 }

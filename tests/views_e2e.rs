@@ -309,3 +309,84 @@ fn a_restart_rebuilds_the_views_from_the_store_without_reading_kafka_again() {
         "the restart read {loaded} view inputs from the store for {h} events\n{log}"
     );
 }
+
+#[test]
+fn a_window_counts_the_days_it_holds_exactly_and_events_older_than_it_not_at_all() {
+    let p = Pipeline::with_config(
+        2,
+        2,
+        "[[views]]\nview = \"daily_active_persons\"\nwindow_days = 3\n[[views]]\nview = \"events_per_day\"\nwindow_days = 3\n",
+    );
+    p.start_capture();
+    p.start_engine();
+    let now = chrono::Utc::now();
+    // Persons active on several days, some of them long ago; one login merges two of them.
+    let mut events = Vec::new();
+    for (n, days_ago) in [0i64, 1, 2, 5, 10, 0, 1, 10, 2, 0].into_iter().enumerate() {
+        events.push(serde_json::json!({
+            "event": "$pageview",
+            "distinct_id": format!("win-{}", n % 4),
+            "uuid": uuid::Uuid::new_v4().to_string(),
+            "timestamp": (now - chrono::Duration::days(days_ago)).to_rfc3339(),
+        }));
+    }
+    events.push(serde_json::json!({
+        "event": "$identify",
+        "distinct_id": "win-0",
+        "uuid": uuid::Uuid::new_v4().to_string(),
+        "timestamp": now.to_rfc3339(),
+        "properties": {"$anon_distinct_id": "win-1"},
+    }));
+    let n = events.len() as u64;
+    assert_eq!(p.send_batch(&events), 200);
+    assert_eq!(
+        p.wait_for(&counts_sql(), n * 1_000_000 + n, Duration::from_secs(120)),
+        n * 1_000_000 + n
+    );
+    let first_open = (now - chrono::Duration::days(2)).date_naive().to_string();
+    let ev = joined();
+    let lines = |select: String| {
+        format!("SELECT arrayStringConcat(arraySort(groupArray(line)), '\\n') FROM ({select})")
+    };
+    let pairs = [
+        (
+            lines(format!(
+                "SELECT concat(toString(day), ' ', toString(persons)) AS line FROM view_daily_active_persons FINAL WHERE team_id = {TEAM_ID}"
+            )),
+            lines(format!(
+                "SELECT concat(toString(toDate(timestamp)), ' ', toString(uniqExact(person))) AS line FROM {ev} WHERE toDate(timestamp) >= toDate('{first_open}') GROUP BY toDate(timestamp)"
+            )),
+        ),
+        (
+            lines(format!(
+                "SELECT concat(event, ' ', toString(day), ' ', toString(events)) AS line FROM view_events_per_day FINAL WHERE team_id = {TEAM_ID}"
+            )),
+            lines(format!(
+                "SELECT concat(event, ' ', toString(toDate(timestamp)), ' ', toString(count())) AS line FROM {ev} WHERE toDate(timestamp) >= toDate('{first_open}') GROUP BY event, toDate(timestamp)"
+            )),
+        ),
+    ];
+    for label in ["running", "after a restart"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (table, reference) in &pairs {
+            let want = query_string(&p, reference);
+            assert!(
+                want.lines().count() >= 3,
+                "{label}: three days in the window:\n{want}"
+            );
+            let mut got = query_string(&p, table);
+            while got != want && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(250));
+                got = query_string(&p, table);
+            }
+            assert_eq!(
+                got,
+                want,
+                "{label}: the window's days equal SQL, and older days have no row\n{}",
+                p.engine_log()
+            );
+        }
+        assert!(p.stop_engine(), "graceful stop");
+        p.start_engine();
+    }
+}

@@ -46,7 +46,7 @@ use crate::{
     record::SourceRecord,
     shards, source,
     teams::Teams,
-    views::{self, input::ViewUpdate, registry::ActiveView},
+    views::{self, input::Routed, registry::ActiveView},
 };
 
 /// The views of this process: which run, and their input.
@@ -55,7 +55,7 @@ pub struct ViewsContext {
     pub inputs: views::input::ViewInputs,
     /// What the views counted before this start, given to the first worker of the process at
     /// its first epoch.
-    pub loaded: std::sync::Mutex<Option<Vec<(ViewUpdate, isize)>>>,
+    pub loaded: std::sync::Mutex<Option<Vec<(Routed, isize)>>>,
     /// A version below every row this run writes and above every row earlier runs wrote.
     pub started_version: u64,
 }
@@ -101,7 +101,7 @@ type Epoch = u64;
 #[derive(Clone)]
 enum Processed {
     Work(WorkBatch),
-    View(ViewUpdate, Epoch, isize),
+    View(Routed, Epoch, isize),
 }
 
 /// What one process step hands the sink: rows, and the person-state writes to commit once
@@ -361,7 +361,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
             Processed::Work(w) => Some(w),
             Processed::View(..) => None,
         });
-        let (view_input, loaded) = scope.new_input::<Vec<(ViewUpdate, Epoch, isize)>>();
+        let (view_input, loaded) = scope.new_input::<Vec<(Routed, Epoch, isize)>>();
         let batches = match &shared.views {
             Some(v) => {
                 let updates = view_updates
@@ -398,6 +398,9 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     // that rebuilt the views of the cluster's first process.
     let mut sweep_after: Option<Epoch> = None;
     let mut next_sweep = Instant::now();
+    // The UTC day of the windows, on the worker that feeds its process's view input from the
+    // store (it also retires the days that leave them).
+    let mut views_day: Option<i32> = None;
     if let Some(views) = &shared.views
         && let Some(loaded) = views
             .loaded
@@ -416,6 +419,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
         if shared.settings.cluster.process == 0 {
             sweep_after = Some(epoch);
         }
+        views_day = Some(views::input::today());
     }
     while !shared.shutdown.load(Ordering::Relaxed) {
         let acked = probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
@@ -470,6 +474,22 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
             epoch = now;
             input.advance_to(epoch);
             view_input.advance_to(epoch);
+            if let (Some(views), Some(day)) = (&shared.views, views_day.as_mut()) {
+                let today = views::input::today();
+                if today > *day {
+                    let expired = views.inputs.expire(today)?;
+                    tracing::info!(
+                        worker = index,
+                        today,
+                        retractions = expired.len(),
+                        "views: days that left their windows retired"
+                    );
+                    for (update, diff) in expired {
+                        view_input.send((update, epoch, diff));
+                    }
+                    *day = today;
+                }
+            }
         }
         if read == 0 {
             worker.step_or_park(Some(Duration::from_millis(2)));

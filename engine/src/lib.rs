@@ -115,7 +115,7 @@ pub fn run(
         None => None,
         Some(inputs) => {
             let started = std::time::Instant::now();
-            let loaded = inputs.load()?;
+            let loaded = inputs.load(views::input::today())?;
             tracing::info!(updates = loaded.len(), took = ?started.elapsed(), views = active_views.len(), "view input read from the store");
             Some(dataflow::ViewsContext {
                 active: active_views,

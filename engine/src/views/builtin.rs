@@ -2,7 +2,8 @@
 //! events collection to rows.
 
 use super::{
-    Column, Events, Input, Kind, Row, Rows, TableSpec, Value, View, ViewEvent, ViewRegistry,
+    Column, DatedBy, Events, Input, Kind, Row, Rows, TableSpec, Value, View, ViewEvent,
+    ViewRegistry,
 };
 
 pub(crate) fn register(registry: &mut ViewRegistry) {
@@ -41,6 +42,13 @@ impl View for DailyActivePersons {
         "daily_active_persons"
     }
 
+    fn dated_by(&self) -> Option<DatedBy> {
+        Some(DatedBy {
+            column: "day",
+            reach_days: 0,
+        })
+    }
+
     fn table(&self) -> TableSpec {
         TableSpec {
             key: vec![Column::new("day", Kind::Date)],
@@ -62,6 +70,13 @@ impl View for WeeklyActivePersons {
         "weekly_active_persons"
     }
 
+    fn dated_by(&self) -> Option<DatedBy> {
+        Some(DatedBy {
+            column: "week",
+            reach_days: 6,
+        })
+    }
+
     fn table(&self) -> TableSpec {
         TableSpec {
             key: vec![Column::new("week", Kind::Date)],
@@ -81,6 +96,13 @@ pub struct EventsPerDay;
 impl View for EventsPerDay {
     fn name(&self) -> &'static str {
         "events_per_day"
+    }
+
+    fn dated_by(&self) -> Option<DatedBy> {
+        Some(DatedBy {
+            column: "day",
+            reach_days: 0,
+        })
     }
 
     fn table(&self) -> TableSpec {
@@ -165,6 +187,13 @@ pub struct SessionsPerDay;
 impl View for SessionsPerDay {
     fn name(&self) -> &'static str {
         "sessions_per_day"
+    }
+
+    fn dated_by(&self) -> Option<DatedBy> {
+        Some(DatedBy {
+            column: "day",
+            reach_days: 1,
+        })
     }
 
     fn table(&self) -> TableSpec {

@@ -5,20 +5,28 @@ use differential_dataflow::{AsCollection, VecCollection};
 use hogstream_sinks::OutputBatch;
 use timely::dataflow::{Stream, operators::Concatenate};
 
-use super::{Input, Rows, Time, View, input::ViewUpdate, output, registry::ActiveView};
+use super::{
+    Input, Rows, Time, View,
+    input::{Routed, ViewUpdate},
+    output,
+    registry::ActiveView,
+};
 
-/// `view` over the updates of the teams `counts` accepts.
+/// `view`, the active view number `index`, over the updates for it of the teams `counts`
+/// accepts.
 pub(crate) fn rows_of<'s>(
     view: &dyn View,
-    updates: VecCollection<'s, Time, ViewUpdate>,
+    index: u16,
+    updates: VecCollection<'s, Time, Routed>,
     counts: impl Fn(i64) -> bool + Clone + 'static,
 ) -> Rows<'s> {
     let of_team = counts.clone();
-    let events = updates.clone().flat_map(move |u| match u {
+    let mine = updates.filter(move |(to, _)| to.is_none_or(|to| to == index));
+    let events = mine.clone().flat_map(move |(_, u)| match u {
         ViewUpdate::Event(e) if of_team(e.team_id) => Some(e),
         _ => None,
     });
-    let persons = updates.flat_map(move |u| match u {
+    let persons = mine.flat_map(move |(_, u)| match u {
         ViewUpdate::Person(p) if counts(p.team_id) => Some(p),
         _ => None,
     });
@@ -28,17 +36,21 @@ pub(crate) fn rows_of<'s>(
 /// Every active view over `updates` (events with their current person, and persons), as
 /// batches of rows for the sink.
 pub(crate) fn build<'s>(
-    updates: Stream<'s, Time, Vec<(ViewUpdate, Time, isize)>>,
+    updates: Stream<'s, Time, Vec<(Routed, Time, isize)>>,
     active: &[ActiveView],
 ) -> Stream<'s, Time, Vec<OutputBatch>> {
     let scope = updates.scope();
     let updates = updates.as_collection();
     let outputs: Vec<Stream<'s, Time, Vec<OutputBatch>>> = active
         .iter()
-        .map(|v| {
+        .enumerate()
+        .map(|(i, v)| {
             let active = v.clone();
-            let rows = rows_of(&*v.view, updates.clone(), move |team| active.counts(team));
-            output::write(rows, v.table(), v.view.table())
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            let rows = rows_of(&*v.view, index, updates.clone(), move |team| {
+                active.counts(team)
+            });
+            output::write(rows, v.table(), v.view.table(), v.window)
         })
         .collect();
     scope.concatenate(outputs)

@@ -10,7 +10,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Mutex,
 };
 
 use hogstream_sinks::tables::{
@@ -23,10 +23,13 @@ use hogstream_state::{
 use uuid::Uuid;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Properties, ViewEvent, ViewPerson, registry::ActiveView};
+use super::{
+    Properties, ViewEvent, ViewPerson,
+    registry::{ActiveView, Window},
+};
 
-/// The override each distinct id has now, for the whole process.
-pub type Overrides = Arc<Mutex<HashMap<(i64, String), Uuid>>>;
+/// The first byte of every event key of the store (see `hogstream_state::views`).
+const EVENT_PREFIX: u8 = b'e';
 
 /// Where view inputs are kept: the process's RocksDB store, or memory in tests.
 pub(crate) trait InputStore {
@@ -109,21 +112,79 @@ fn decode(bytes: &[u8]) -> Result<ViewEvent, StateError> {
     postcard::from_bytes(bytes).map_err(|e| corrupt(format!("a view event: {e}")))
 }
 
+/// An update for one view (`Some(index)` among the active views) or for every view (`None`).
+pub type Routed = (Option<u16>, ViewUpdate);
+
+/// What the input stage keeps in memory: each distinct id's override, and per active view the
+/// first day whose events it holds (`None`: every day).
+#[derive(Debug, Default)]
+pub(crate) struct InputState {
+    pub overrides: HashMap<(i64, String), Uuid>,
+    pub held_from: Vec<Option<i32>>,
+}
+
+impl InputState {
+    /// Where an update of an event of `day` goes: `None` for every view, else the views that
+    /// hold that day (possibly none: the event is older than every window).
+    fn route(&self, day: i32) -> Option<Vec<u16>> {
+        if self.held_from.iter().flatten().all(|from| day >= *from) {
+            return None;
+        }
+        Some(
+            (0..self.held_from.len())
+                .filter(|&i| self.held_from[i].is_none_or(|from| day >= from))
+                .map(|i| u16::try_from(i).unwrap_or(u16::MAX))
+                .collect(),
+        )
+    }
+
+    fn person_of(&self, e: &ViewEvent) -> Uuid {
+        self.overrides
+            .get(&(e.team_id, e.distinct_id.clone()))
+            .copied()
+            .unwrap_or(e.person)
+    }
+
+    /// `event` with `person`, `diff` times, to the views that hold its day.
+    fn push(&self, out: &mut Vec<(Routed, isize)>, event: ViewEvent, person: Uuid, diff: isize) {
+        let event = ViewEvent { person, ..event };
+        match self.route(event.day()) {
+            None => out.push(((None, ViewUpdate::Event(event)), diff)),
+            Some(views) => {
+                for v in views {
+                    out.push(((Some(v), ViewUpdate::Event(event.clone())), diff));
+                }
+            }
+        }
+    }
+
+    /// Whether some view holds events of `day`.
+    fn holds(&self, day: i32) -> bool {
+        self.route(day).is_none_or(|views| !views.is_empty())
+    }
+}
+
 /// The updates of the views' input that `events` (with the person each was stored with) and
 /// then `changes` (a distinct id's new override; `None` removes it) bring, given and updating
-/// the `current` overrides and `store`.
+/// `state` and `store`.
 ///
 /// Events are keyed like rows of `events`: a copy of a stored event (a replay, an event sent
 /// twice) brings nothing, and an event that differs from the stored one of its key replaces
 /// it, as the later row of `events` replaces the earlier under `FINAL`. A changed override
-/// moves the distinct id's stored events to its person.
+/// moves the distinct id's stored events to its person. An event older than every view's
+/// window is neither counted nor kept.
 pub(crate) fn resolve(
     store: &mut impl InputStore,
-    current: &mut HashMap<(i64, String), Uuid>,
+    state: &mut InputState,
     events: Vec<ViewEvent>,
     changes: Vec<(i64, String, Option<Uuid>)>,
-) -> Result<Vec<(ViewEvent, isize)>, StateError> {
+) -> Result<Vec<(Routed, isize)>, StateError> {
     let mut out = Vec::new();
+    let (events, late): (Vec<ViewEvent>, Vec<ViewEvent>) =
+        events.into_iter().partition(|e| state.holds(e.day()));
+    if !late.is_empty() {
+        metrics::counter!("hogstream_view_late_events_total").increment(late.len() as u64);
+    }
     let keys: Vec<Vec<u8>> = events.iter().map(key_of).collect();
     let stored = store.get(&keys)?;
     let mut latest: HashMap<Vec<u8>, ViewEvent> = HashMap::new();
@@ -138,36 +199,20 @@ pub(crate) fn resolve(
             latest.insert(key, event);
             continue;
         }
-        let person_of = |e: &ViewEvent| {
-            current
-                .get(&(e.team_id, e.distinct_id.clone()))
-                .copied()
-                .unwrap_or(e.person)
-        };
         if let Some(previous) = previous {
-            out.push((
-                ViewEvent {
-                    person: person_of(&previous),
-                    ..previous
-                },
-                -1,
-            ));
+            let person = state.person_of(&previous);
+            state.push(&mut out, previous, person, -1);
         }
         records.push((key.clone(), Some(encode(&event)?)));
-        out.push((
-            ViewEvent {
-                person: person_of(&event),
-                ..event.clone()
-            },
-            1,
-        ));
+        let person = state.person_of(&event);
+        state.push(&mut out, event.clone(), person, 1);
         latest.insert(key, event);
     }
     // Stored before the overrides are applied: a merge in the same batch moves them too.
     store.put(std::mem::take(&mut records))?;
     for (team_id, distinct_id, new) in changes {
         let key = (team_id, distinct_id);
-        let old = current.get(&key).copied();
+        let old = state.overrides.get(&key).copied();
         if old == new {
             continue;
         }
@@ -175,20 +220,8 @@ pub(crate) fn resolve(
             let event = decode(&bytes)?;
             let (before, after) = (old.unwrap_or(event.person), new.unwrap_or(event.person));
             if before != after {
-                out.push((
-                    ViewEvent {
-                        person: before,
-                        ..event.clone()
-                    },
-                    -1,
-                ));
-                out.push((
-                    ViewEvent {
-                        person: after,
-                        ..event
-                    },
-                    1,
-                ));
+                state.push(&mut out, event.clone(), before, -1);
+                state.push(&mut out, event, after, 1);
             }
         }
         records.push((
@@ -196,11 +229,65 @@ pub(crate) fn resolve(
             Some(encode(&(team_id, &key.1, new.unwrap_or_else(Uuid::nil)))?),
         ));
         match new {
-            Some(p) => current.insert(key, p),
-            None => current.remove(&key),
+            Some(p) => state.overrides.insert(key, p),
+            None => state.overrides.remove(&key),
         };
     }
     store.put(records)?;
+    Ok(out)
+}
+
+/// Moves the windowed views' first held days to those of `today`: the events of the days
+/// that left a view's window leave that view (retracted with their current person), and
+/// events no view holds any more leave the store.
+pub(crate) fn expire(
+    store: &mut impl InputStore,
+    state: &mut InputState,
+    windows: &[Option<Window>],
+    today: i32,
+) -> Result<Vec<(Routed, isize)>, StateError> {
+    let from: Vec<Option<i32>> = windows
+        .iter()
+        .zip(&state.held_from)
+        .map(|(w, old)| {
+            let new = w.map(|w| w.first_held_day(today));
+            // A clock that steps back does not bring days back.
+            match (old, new) {
+                (Some(old), Some(new)) => Some(new.max(*old)),
+                (_, new) => new,
+            }
+        })
+        .collect();
+    if from == state.held_from {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut gone = Vec::new();
+    for bytes in store.with_prefix(&[EVENT_PREFIX])? {
+        let event = decode(&bytes)?;
+        let day = event.day();
+        let person = state.person_of(&event);
+        for (v, (old, new)) in state.held_from.iter().zip(&from).enumerate() {
+            if let (Some(old), Some(new)) = (old, new)
+                && (*old..*new).contains(&day)
+            {
+                let routed = (
+                    Some(u16::try_from(v).unwrap_or(u16::MAX)),
+                    ViewUpdate::Event(ViewEvent {
+                        person,
+                        ..event.clone()
+                    }),
+                );
+                out.push((routed, -1));
+            }
+        }
+        if from.iter().all(|f| f.is_some_and(|f| day < f)) {
+            gone.push((key_of(&event), None));
+        }
+    }
+    metrics::counter!("hogstream_view_expired_events_total").increment(gone.len() as u64);
+    store.put(gone)?;
+    state.held_from = from;
     Ok(out)
 }
 
@@ -259,8 +346,17 @@ pub struct ViewInputs {
     properties: Vec<&'static str>,
     /// The person properties views declared; none: no persons are kept.
     person_properties: Vec<&'static str>,
+    /// Per active view, its window.
+    windows: Vec<Option<Window>>,
     store: StateStore,
-    overrides: Overrides,
+    /// For the whole process: one lock orders every change of the views' input.
+    state: Mutex<InputState>,
+}
+
+/// Today's UTC day number.
+pub fn today() -> i32 {
+    let seconds = chrono::Utc::now().timestamp();
+    i32::try_from(seconds.div_euclid(86_400)).unwrap_or(i32::MAX)
 }
 
 impl ViewInputs {
@@ -274,24 +370,25 @@ impl ViewInputs {
             .map(|v| v.teams.clone())
             .collect::<Option<Vec<_>>>()
             .map(|sets| sets.into_iter().flatten().collect());
-        let mut properties: Vec<&'static str> = active
-            .iter()
-            .flat_map(|v| v.view.properties().iter().copied())
-            .collect();
-        properties.sort_unstable();
-        properties.dedup();
-        let mut person_properties: Vec<&'static str> = active
-            .iter()
-            .flat_map(|v| v.view.person_properties().iter().copied())
-            .collect();
-        person_properties.sort_unstable();
-        person_properties.dedup();
+        let declared = |of: fn(&ActiveView) -> &'static [&'static str]| {
+            let mut all: Vec<&'static str> =
+                active.iter().flat_map(|v| of(v).iter().copied()).collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
+        let windows: Vec<Option<Window>> = active.iter().map(|v| v.window).collect();
+        let state = InputState {
+            overrides: HashMap::new(),
+            held_from: vec![None; windows.len()],
+        };
         Some(Self {
             teams,
-            properties,
-            person_properties,
+            properties: declared(|v| v.view.properties()),
+            person_properties: declared(|v| v.view.person_properties()),
+            windows,
             store,
-            overrides: Overrides::default(),
+            state: Mutex::new(state),
         })
     }
 
@@ -316,6 +413,10 @@ impl ViewInputs {
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, InputState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The updates that `events`, `overrides` and `persons` (rows the process stage just made)
     /// bring, recorded in the store (see [`resolve`] and [`resolve_persons`]).
     pub fn updates(
@@ -323,7 +424,7 @@ impl ViewInputs {
         events: &[EventRow],
         overrides: &[PersonDistinctIdRow],
         persons: &[PersonRow],
-    ) -> Result<Vec<(ViewUpdate, isize)>, StateError> {
+    ) -> Result<Vec<(Routed, isize)>, StateError> {
         let events: Vec<ViewEvent> = events
             .iter()
             .filter(|r| self.counts(r.team_id))
@@ -357,26 +458,30 @@ impl ViewInputs {
         if events.is_empty() && changes.is_empty() && persons.is_empty() {
             return Ok(Vec::new());
         }
-        let mut current = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
         let mut store = self.store.clone();
-        let mut out: Vec<(ViewUpdate, isize)> = resolve(&mut store, &mut current, events, changes)?
-            .into_iter()
-            .map(|(e, d)| (ViewUpdate::Event(e), d))
-            .collect();
+        let mut out = resolve(&mut store, &mut state, events, changes)?;
         out.extend(
             resolve_persons(&mut store, persons)?
                 .into_iter()
-                .map(|(p, d)| (ViewUpdate::Person(p), d)),
+                .map(|(p, d)| ((None, ViewUpdate::Person(p)), d)),
         );
         Ok(out)
     }
 
-    /// Everything the views counted before this start, each event with its current person;
-    /// fills the overrides.
-    pub fn load(&self) -> Result<Vec<(ViewUpdate, isize)>, StateError> {
-        let mut current = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
+    /// Retires the days that left the windows by `today` (see [`expire`]).
+    pub fn expire(&self, today: i32) -> Result<Vec<(Routed, isize)>, StateError> {
+        let mut state = self.state();
+        let mut store = self.store.clone();
+        expire(&mut store, &mut state, &self.windows, today)
+    }
+
+    /// Everything the views counted before this start that their windows still hold on
+    /// `today`, each event with its current person; fills the overrides.
+    pub fn load(&self, today: i32) -> Result<Vec<(Routed, isize)>, StateError> {
+        let mut state = self.state();
         let mut events = Vec::new();
-        let mut persons = Vec::new();
+        let mut out = Vec::new();
         for record in self.store.view_records() {
             match record? {
                 ViewRecord::Event(bytes) => {
@@ -390,24 +495,107 @@ impl ViewInputs {
                         postcard::from_bytes(&bytes)
                             .map_err(|e| corrupt(format!("an override: {e}")))?;
                     if !person.is_nil() {
-                        current.insert((team_id, distinct_id), person);
+                        state.overrides.insert((team_id, distinct_id), person);
                     }
                 }
                 ViewRecord::Person(bytes) => {
                     let person = decode_person(&bytes)?;
                     if self.counts(person.team_id) {
-                        persons.push((ViewUpdate::Person(person), 1));
+                        out.push(((None, ViewUpdate::Person(person)), 1));
                     }
                 }
             }
         }
-        let events = events.into_iter().map(|e| {
-            let person = current
-                .get(&(e.team_id, e.distinct_id.clone()))
-                .copied()
-                .unwrap_or(e.person);
-            (ViewUpdate::Event(ViewEvent { person, ..e }), 1)
-        });
-        Ok(events.chain(persons).collect())
+        state.held_from = self
+            .windows
+            .iter()
+            .map(|w| w.map(|w| w.first_held_day(today)))
+            .collect();
+        // Events no window holds any more leave the store now.
+        let mut gone = Vec::new();
+        for event in events {
+            if !state.holds(event.day()) {
+                gone.push((key_of(&event), None));
+                continue;
+            }
+            let person = state.person_of(&event);
+            state.push(&mut out, event, person, 1);
+        }
+        let mut store = self.store.clone();
+        store.put(gone)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u128, day: i32) -> ViewEvent {
+        ViewEvent {
+            team_id: 1,
+            timestamp: i64::from(day) * 86_400_000_000,
+            uuid: Uuid::from_u128(n),
+            event: "e".into(),
+            distinct_id: format!("d{n}"),
+            person: Uuid::from_u128(n),
+            properties: Properties::default(),
+        }
+    }
+
+    fn window(days: u32) -> Option<Window> {
+        Some(Window {
+            days,
+            key_index: 0,
+            reach_days: 0,
+        })
+    }
+
+    #[test]
+    fn days_that_leave_every_window_leave_the_views_and_the_store() {
+        let mut store = BTreeMap::new();
+        // Two views: a 2-day and a 4-day window.
+        let windows = [window(2), window(4)];
+        let mut state = InputState {
+            overrides: HashMap::new(),
+            held_from: vec![None, None],
+        };
+        assert!(
+            expire(&mut store, &mut state, &windows, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(state.held_from, [Some(9), Some(7)]);
+        let added = resolve(
+            &mut store,
+            &mut state,
+            vec![event(1, 6), event(2, 7), event(3, 9)],
+            Vec::new(),
+        )
+        .unwrap();
+        let routes: Vec<Option<u16>> = added.iter().map(|((to, _), _)| *to).collect();
+        assert_eq!(
+            routes,
+            [Some(1), None],
+            "day 6 is too old for both; day 7 only for the 4-day view"
+        );
+        assert_eq!(store.len(), 2, "the event no view holds is not kept");
+        // Two days later: day 7 leaves the 4-day view (and so every window), day 9 the 2-day one.
+        let gone = expire(&mut store, &mut state, &windows, 12).unwrap();
+        let retracted: Vec<(Option<u16>, i32, isize)> = gone
+            .iter()
+            .map(|((to, u), d)| match u {
+                ViewUpdate::Event(e) => (*to, e.day(), *d),
+                ViewUpdate::Person(_) => panic!("no persons here"),
+            })
+            .collect();
+        assert_eq!(retracted, [(Some(1), 7, -1), (Some(0), 9, -1)]);
+        assert_eq!(store.len(), 1, "day 9 stays for the 4-day view");
+        assert!(
+            expire(&mut store, &mut state, &windows, 12)
+                .unwrap()
+                .is_empty(),
+            "once"
+        );
     }
 }

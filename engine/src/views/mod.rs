@@ -175,6 +175,17 @@ pub struct Row {
     pub values: Vec<Value>,
 }
 
+/// How a view's rows are dated, so that a window can retire old days: `column` is a `Date` key
+/// column; a row dated D depends only on events of days D − `reach_days` ..= D + `reach_days`,
+/// and an event of day d changes only rows dated d − `reach_days` ..= d + `reach_days` (0 for a
+/// per-day count; 6 for a row per week dated by its Monday; 1 for sessions, which may cross
+/// midnight). A row is final once D + `reach_days` left the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatedBy {
+    pub column: &'static str,
+    pub reach_days: u32,
+}
+
 /// A view: a name, its table, the event properties it reads, and its computation.
 pub trait View: Send + Sync + 'static {
     /// Its name in `[[views]] view = "…"`; its table is `view_<name>`. Lower-case letters,
@@ -193,6 +204,12 @@ pub trait View: Send + Sync + 'static {
     /// empty and no person is kept for views.
     fn person_properties(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// The key column that dates each row, for views that may run with a window
+    /// (`[[views]] window_days`); `None`: the view takes no window.
+    fn dated_by(&self) -> Option<DatedBy> {
+        None
     }
 
     /// The computation, over the events and persons of the teams that enabled the view.

@@ -20,7 +20,7 @@ use timely::{
 };
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{Row, Rows, TableSpec, Time};
+use super::{Row, Rows, TableSpec, Time, registry::Window};
 use crate::process::Versions;
 
 /// The rows one epoch's changes make: `(row, deleted)` per changed key, in key order.
@@ -71,6 +71,7 @@ pub(crate) fn write<'s>(
     rows: Rows<'s>,
     table: String,
     spec: TableSpec,
+    window: Option<Window>,
 ) -> Stream<'s, Time, Vec<OutputBatch>> {
     let exchange = Exchange::new(|(row, _, _): &(Row, Time, isize)| hash_key(row));
     rows.inner.unary_frontier::<CapacityContainerBuilder<Vec<OutputBatch>>, _, _, _>(
@@ -96,7 +97,13 @@ pub(crate) fn write<'s>(
                     let (cap, changes) = entry.remove();
                     let mut lines = Vec::new();
                     let mut bytes = 0;
+                    let today = super::input::today();
                     for (row, deleted) in rows_of_changes(changes) {
+                        // A row whose day left the window is final: what its events' leaving
+                        // (or a late event) would change is not written.
+                        if window.is_some_and(|w| w.is_final(&row, today)) {
+                            continue;
+                        }
                         match spec.json_line(&row, versions.next(), deleted) {
                             Ok(line) => {
                                 bytes += line.len();

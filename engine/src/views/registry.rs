@@ -18,6 +18,10 @@ pub struct ViewConfig {
     /// Teams whose events it counts; empty means every team.
     #[serde(default)]
     pub teams: Vec<i64>,
+    /// Keep the view's state to this many UTC days (today included): older days' rows are
+    /// final and their events leave the view's memory. Absent: every day, forever.
+    #[serde(default)]
+    pub window_days: Option<u32>,
 }
 
 /// The views a binary knows, by name.
@@ -31,6 +35,39 @@ pub struct ViewRegistry {
 pub struct ActiveView {
     pub view: Arc<dyn View>,
     pub teams: Option<HashSet<i64>>,
+    pub window: Option<Window>,
+}
+
+/// A view's window: how many days it keeps, and how its rows are dated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub days: u32,
+    /// The dating column's place among the key columns.
+    pub key_index: usize,
+    pub reach_days: u32,
+}
+
+impl Window {
+    fn reach(&self) -> i32 {
+        i32::try_from(self.reach_days).unwrap_or(i32::MAX)
+    }
+
+    /// The first day of the window on `today` (a UTC day number).
+    pub fn first_open_day(&self, today: i32) -> i32 {
+        today.saturating_sub(i32::try_from(self.days).unwrap_or(i32::MAX)) + 1
+    }
+
+    /// Whether `row` is final on `today`: every day it counts events of left the window.
+    pub fn is_final(&self, row: &super::Row, today: i32) -> bool {
+        matches!(row.key.get(self.key_index), Some(super::Value::Date(d)) if d.saturating_add(self.reach()) < self.first_open_day(today))
+    }
+
+    /// The first day whose events the view still holds on `today`: an event of an older day
+    /// touches only final rows (dated at most `reach` days after it).
+    pub fn first_held_day(&self, today: i32) -> i32 {
+        self.first_open_day(today)
+            .saturating_sub(self.reach().saturating_mul(2))
+    }
 }
 
 impl std::fmt::Debug for ActiveView {
@@ -38,6 +75,7 @@ impl std::fmt::Debug for ActiveView {
         f.debug_struct("ActiveView")
             .field("view", &self.view.name())
             .field("teams", &self.teams)
+            .field("window", &self.window)
             .finish()
     }
 }
@@ -131,13 +169,47 @@ impl ViewRegistry {
                     entry.view
                 ));
             }
+            let window = match entry.window_days {
+                None => None,
+                Some(days) => Some(window_of(&**view, days)?),
+            };
             active.push(ActiveView {
                 view: Arc::clone(view),
                 teams: (!entry.teams.is_empty()).then(|| entry.teams.iter().copied().collect()),
+                window,
             });
         }
         Ok(active)
     }
+}
+
+/// The window of `days` for `view`, or why it cannot have one.
+pub(crate) fn window_of(view: &dyn View, days: u32) -> Result<Window, String> {
+    let name = view.name();
+    if days == 0 {
+        return Err(format!(
+            "[[views]] view = {name:?}: window_days must be at least 1"
+        ));
+    }
+    let dated = view.dated_by().ok_or_else(|| {
+        format!("[[views]] view = {name:?} takes no window: its rows are not dated by a day (remove window_days)")
+    })?;
+    let key_index = view
+        .table()
+        .key
+        .iter()
+        .position(|c| c.name == dated.column && c.kind == super::Kind::Date)
+        .ok_or_else(|| {
+            format!(
+                "view {name:?} is dated by `{}`, which is not one of its Date key columns",
+                dated.column
+            )
+        })?;
+    Ok(Window {
+        days,
+        key_index,
+        reach_days: dated.reach_days,
+    })
 }
 
 #[cfg(test)]
@@ -148,7 +220,37 @@ mod tests {
         ViewConfig {
             view: view.into(),
             teams: teams.to_vec(),
+            window_days: None,
         }
+    }
+
+    #[test]
+    fn windows_need_a_dated_view_and_say_which_days_are_final() {
+        let r = ViewRegistry::new();
+        let windowed = |view: &str, days| ViewConfig {
+            window_days: Some(days),
+            ..entry(view, &[])
+        };
+        let active = r
+            .resolve(&[windowed("weekly_active_persons", 14)], &[1])
+            .unwrap();
+        let w = active[0].window.unwrap();
+        assert_eq!((w.days, w.key_index, w.reach_days), (14, 0, 6));
+        assert_eq!(w.first_open_day(100), 87);
+        assert_eq!(w.first_held_day(100), 75);
+        let row = |day| super::super::Row {
+            team_id: 1,
+            key: vec![super::super::Value::Date(day)],
+            values: vec![],
+        };
+        // The week of day 80 ends on day 86, before the window: final; the next one is not.
+        assert!(w.is_final(&row(80), 100) && !w.is_final(&row(81), 100));
+        let err = r.resolve(&[windowed("first_seen", 7)], &[1]).unwrap_err();
+        assert!(err.contains("takes no window"), "{err}");
+        let err = r
+            .resolve(&[windowed("daily_active_persons", 0)], &[1])
+            .unwrap_err();
+        assert!(err.contains("at least 1"), "{err}");
     }
 
     #[test]

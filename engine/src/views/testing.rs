@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::{
     Properties, Row, Time, Value, View, ViewEvent,
     dataflow::rows_of,
-    input::{ViewUpdate, resolve, resolve_persons},
+    input::{InputState, Routed, ViewUpdate, expire, resolve, resolve_persons},
     output::rows_of_changes,
+    registry::{Window, window_of},
 };
 use differential_dataflow::AsCollection;
 
@@ -48,15 +49,46 @@ pub type Table = BTreeMap<(i64, Vec<Value>), Vec<Value>>;
 /// Runs `view` over `epochs` (each a batch of inputs given at one epoch, in order) on
 /// `workers` worker threads, and returns its table after the last epoch.
 pub fn run(view: impl View, epochs: Vec<Vec<Update>>, workers: usize) -> Table {
+    let dated = epochs.into_iter().map(|batch| (i32::MAX, batch)).collect();
+    run_at(view, None, dated, workers)
+}
+
+/// Like [`run`], for `view` with a window of `window_days`: each epoch comes with its UTC day
+/// (`today`, days since the Unix epoch, not decreasing). Days that leave the window leave the
+/// view, and rows of such days are final: the table keeps what was written while they were in
+/// the window, as the engine's does.
+pub fn run_windowed(
+    view: impl View,
+    window_days: u32,
+    epochs: Vec<(i32, Vec<Update>)>,
+    workers: usize,
+) -> Table {
+    let window = window_of(&view, window_days).unwrap_or_else(|e| panic!("{e}"));
+    run_at(view, Some(window), epochs, workers)
+}
+
+fn run_at(
+    view: impl View,
+    window: Option<Window>,
+    epochs: Vec<(i32, Vec<Update>)>,
+    workers: usize,
+) -> Table {
     let view: Arc<dyn View> = Arc::new(view);
-    let updates = Arc::new(to_updates(&*view, epochs));
+    let days: Vec<i32> = epochs.iter().map(|(day, _)| *day).collect();
+    let mut resolver = Resolver::new(&*view, window);
+    let updates: Arc<Vec<Vec<(Routed, isize)>>> = Arc::new(
+        epochs
+            .into_iter()
+            .map(|(today, batch)| resolver.updates(today, batch))
+            .collect(),
+    );
     let changes: Arc<Mutex<Vec<(Row, Time, isize)>>> = Arc::default();
     let sink = Arc::clone(&changes);
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
         let (view, sink) = (Arc::clone(&view), Arc::clone(&sink));
         let (mut input, probe) = worker.dataflow::<Time, _, _>(move |scope| {
-            let (input, stream) = scope.new_input::<Vec<(ViewUpdate, Time, isize)>>();
-            let rows = rows_of(&*view, stream.as_collection(), |_| true);
+            let (input, stream) = scope.new_input::<Vec<(Routed, Time, isize)>>();
+            let rows = rows_of(&*view, 0, stream.as_collection(), |_| true);
             let (probe, _) = rows
                 .inspect(move |update| sink.lock().expect("not poisoned").push(update.clone()))
                 .probe();
@@ -85,8 +117,12 @@ pub fn run(view: impl View, epochs: Vec<Vec<Update>>, workers: usize) -> Table {
         by_time.entry(time).or_default().push((row, diff));
     }
     let mut table = Table::new();
-    for changes in by_time.into_values() {
+    for (time, changes) in by_time {
+        let today = days[usize::try_from(time).expect("an epoch number")];
         for (row, deleted) in rows_of_changes(changes) {
+            if window.is_some_and(|w| w.is_final(&row, today)) {
+                continue;
+            }
             let key = (row.team_id, row.key);
             if deleted {
                 table.remove(&key);
@@ -98,30 +134,25 @@ pub fn run(view: impl View, epochs: Vec<Vec<Update>>, workers: usize) -> Table {
     table
 }
 
-/// The engine's view input for `epochs`, made as the engine makes it (see `input::resolve`),
-/// with the store in memory.
-fn to_updates(view: &dyn View, epochs: Vec<Vec<Update>>) -> Vec<Vec<(ViewUpdate, isize)>> {
-    let mut state = Resolver::new(view);
-    epochs
-        .into_iter()
-        .map(|batch| state.updates(batch))
-        .collect()
-}
-
-/// The engine's input stage with its store in memory.
+/// The engine's input stage with its store in memory, for one view.
 struct Resolver {
     store: BTreeMap<Vec<u8>, Vec<u8>>,
-    overrides: HashMap<(i64, String), Uuid>,
+    state: InputState,
+    window: Option<Window>,
     /// The view's event and person properties, kept as the engine keeps them.
     properties: Vec<&'static str>,
     person_properties: Vec<&'static str>,
 }
 
 impl Resolver {
-    fn new(view: &dyn View) -> Self {
+    fn new(view: &dyn View, window: Option<Window>) -> Self {
         Self {
             store: BTreeMap::new(),
-            overrides: HashMap::new(),
+            state: InputState {
+                overrides: HashMap::new(),
+                held_from: vec![None],
+            },
+            window,
             properties: view.properties().to_vec(),
             person_properties: view.person_properties().to_vec(),
         }
@@ -136,23 +167,21 @@ impl Resolver {
         Properties::from_json(&json.to_string(), None)
     }
 
-    fn updates(&mut self, batch: Vec<Update>) -> Vec<(ViewUpdate, isize)> {
-        let mut out = Vec::new();
-        // One input at a time keeps the test's order exact.
+    /// The updates of one epoch on `today`: the days that left the window first, then `batch`
+    /// one input at a time (which keeps the test's order exact).
+    fn updates(&mut self, today: i32, batch: Vec<Update>) -> Vec<(Routed, isize)> {
+        let failed = "an in-memory store does not fail";
+        let mut out =
+            expire(&mut self.store, &mut self.state, &[self.window], today).expect(failed);
         for input in batch {
-            let failed = "an in-memory store does not fail";
             match input {
                 Update::Event(e) => {
                     let e = ViewEvent {
                         properties: Self::keep(&e.properties, &self.properties),
                         ..e
                     };
-                    let done = resolve(&mut self.store, &mut self.overrides, vec![e], Vec::new());
-                    out.extend(
-                        done.expect(failed)
-                            .into_iter()
-                            .map(|(e, d)| (ViewUpdate::Event(e), d)),
-                    );
+                    let done = resolve(&mut self.store, &mut self.state, vec![e], Vec::new());
+                    out.extend(done.expect(failed));
                 }
                 Update::Override {
                     team_id,
@@ -160,12 +189,8 @@ impl Resolver {
                     person,
                 } => {
                     let change = vec![(team_id, distinct_id, Some(person))];
-                    let done = resolve(&mut self.store, &mut self.overrides, Vec::new(), change);
-                    out.extend(
-                        done.expect(failed)
-                            .into_iter()
-                            .map(|(e, d)| (ViewUpdate::Event(e), d)),
-                    );
+                    let done = resolve(&mut self.store, &mut self.state, Vec::new(), change);
+                    out.extend(done.expect(failed));
                 }
                 Update::Person {
                     team_id,
@@ -180,7 +205,7 @@ impl Resolver {
                     out.extend(
                         done.expect(failed)
                             .into_iter()
-                            .map(|(p, d)| (ViewUpdate::Person(p), d)),
+                            .map(|(p, d)| ((None, ViewUpdate::Person(p)), d)),
                     );
                 }
             }
@@ -198,6 +223,9 @@ pub struct Measured {
     pub output_updates: u64,
     /// The process's resident memory after the last epoch, with the view's state alive.
     pub resident_bytes: u64,
+    /// Updates the view's arrangements hold after the last epoch (its state, counted by
+    /// differential's own batch, merge and drop events).
+    pub arranged_updates: u64,
 }
 
 /// The process's resident memory (Linux; 0 elsewhere).
@@ -211,19 +239,44 @@ pub fn resident_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Runs `view` on one worker over the epochs `epoch(0)`, `epoch(1)`, … until it returns
-/// `None`, each brought to completion before the next, and measures it: for benchmarks.
+/// Runs `view` (with a window of `window_days`, if set) on one worker over the epochs
+/// `epoch(0)`, `epoch(1)`, … (each its UTC day and its updates) until it returns `None`, each
+/// brought to completion before the next, and measures it: for benchmarks.
 pub fn measure(
     view: impl View,
-    epoch: impl Fn(usize) -> Option<Vec<Update>> + Send + Sync + 'static,
+    window_days: Option<u32>,
+    epoch: impl Fn(usize) -> Option<(i32, Vec<Update>)> + Send + Sync + 'static,
 ) -> Measured {
+    let window = window_days.map(|days| window_of(&view, days).unwrap_or_else(|e| panic!("{e}")));
     timely::execute_directly(move |worker| {
-        let mut resolver = Resolver::new(&view);
+        let held = std::rc::Rc::new(std::cell::Cell::new(0i64));
+        if let Some(mut registry) = worker.log_register() {
+            let held = std::rc::Rc::clone(&held);
+            registry.insert::<differential_dataflow::logging::DifferentialEventBuilder, _>(
+                "differential/arrange",
+                move |_, data| {
+                    use differential_dataflow::logging::DifferentialEvent as E;
+                    let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                    for (_, event) in data.iter().flatten() {
+                        let change = match event {
+                            E::Batch(b) => as_i64(b.length),
+                            E::Merge(m) => m
+                                .complete
+                                .map_or(0, |c| as_i64(c) - as_i64(m.length1) - as_i64(m.length2)),
+                            E::Drop(d) => -as_i64(d.length),
+                            _ => 0,
+                        };
+                        held.set(held.get() + change);
+                    }
+                },
+            );
+        }
+        let mut resolver = Resolver::new(&view, window);
         let updates = std::rc::Rc::new(std::cell::Cell::new(0u64));
         let seen = std::rc::Rc::clone(&updates);
         let (mut input, probe) = worker.dataflow::<Time, _, _>(move |scope| {
-            let (input, stream) = scope.new_input::<Vec<(ViewUpdate, Time, isize)>>();
-            let rows = rows_of(&view, stream.as_collection(), |_| true);
+            let (input, stream) = scope.new_input::<Vec<(Routed, Time, isize)>>();
+            let rows = rows_of(&view, 0, stream.as_collection(), |_| true);
             let (probe, _) = rows
                 .inspect_batch(move |_, batch| seen.set(seen.get() + batch.len() as u64))
                 .probe();
@@ -232,8 +285,8 @@ pub fn measure(
         // Only the dataflow's work is timed, not making the inputs.
         let mut busy = std::time::Duration::ZERO;
         let mut time: Time = 0;
-        while let Some(batch) = epoch(time as usize) {
-            let updates = resolver.updates(batch);
+        while let Some((today, batch)) = epoch(time as usize) {
+            let updates = resolver.updates(today, batch);
             let started = std::time::Instant::now();
             for (update, diff) in updates {
                 input.send((update, time, diff));
@@ -249,6 +302,7 @@ pub fn measure(
             seconds: busy.as_secs_f64(),
             output_updates: updates.get(),
             resident_bytes: resident_bytes(),
+            arranged_updates: u64::try_from(held.get()).unwrap_or_default(),
         };
         input.close();
         while !probe.done() {

@@ -300,6 +300,84 @@ fn history() -> impl Strategy<Value = Vec<Vec<Update>>> {
         })
 }
 
+/// A history over twelve days whose epochs come with a UTC day that moves on (by 0 to 2 days
+/// per epoch), sessions over at most two days (`sessions_per_day` reaches one day).
+fn dated_history() -> impl Strategy<Value = Vec<(i32, Vec<Update>)>> {
+    (history(), prop::collection::vec(0i32..3, 1..6)).prop_map(|(epochs, steps)| {
+        let mut today = 20_422;
+        epochs
+            .into_iter()
+            .enumerate()
+            .map(|(i, batch)| {
+                today += steps[i % steps.len()];
+                let batch = batch
+                    .into_iter()
+                    .map(|u| match u {
+                        Update::Event(mut e) => {
+                            if let Some(s) = e.property_str("$session_id") {
+                                let day = e.day();
+                                let mut props = serde_json::Map::new();
+                                props.insert("$session_id".into(), format!("{s}-{day}").into());
+                                if let Some(d) = e.property("$referring_domain") {
+                                    props.insert("$referring_domain".into(), d);
+                                }
+                                e.properties = Properties::from(
+                                    serde_json::Value::Object(props).to_string().as_str(),
+                                );
+                            }
+                            Update::Event(e)
+                        }
+                        other => other,
+                    })
+                    .collect();
+                (today, batch)
+            })
+            .collect()
+    })
+}
+
+/// The rows that are not final on `today`: those a window keeps exact.
+fn open_rows(table: Table, window: super::registry::Window, today: i32) -> Table {
+    table
+        .into_iter()
+        .filter(|((team, key), values)| {
+            let row = Row {
+                team_id: *team,
+                key: key.clone(),
+                values: values.clone(),
+            };
+            !window.is_final(&row, today)
+        })
+        .collect()
+}
+
+fn check_windowed(
+    view: impl View + Clone,
+    days: u32,
+    history: &[(i32, Vec<Update>)],
+    workers: usize,
+) {
+    let window = super::registry::window_of(&view, days).unwrap();
+    let today = history.last().map_or(0, |(d, _)| *d);
+    let batches: Vec<Vec<Update>> = history.iter().map(|(_, b)| b.clone()).collect();
+    let expected = open_rows(
+        reference(view.name(), &final_state(&batches)),
+        window,
+        today,
+    );
+    let got = open_rows(
+        super::testing::run_windowed(view.clone(), days, history.to_vec(), workers),
+        window,
+        today,
+    );
+    assert_eq!(
+        got,
+        expected,
+        "{} with a window of {days} days on day {today}",
+        view.name()
+    );
+}
+
 fn check(view: impl View + Clone, workers: usize, history: &[Vec<Update>]) {
     let expected = reference(view.name(), &final_state(history));
     let got = run(view.clone(), history.to_vec(), workers);
@@ -317,6 +395,18 @@ proptest! {
         check(FirstSeen, workers, &h);
         check(SessionsPerDay, workers, &h);
         check(EventsPerPlan, workers, &h);
+    }
+
+    #[test]
+    fn windowed_views_keep_the_days_in_their_window_exact(
+        h in dated_history(),
+        days in 1u32..9,
+        workers in 1usize..3,
+    ) {
+        check_windowed(DailyActivePersons, days, &h, workers);
+        check_windowed(WeeklyActivePersons, days, &h, workers);
+        check_windowed(EventsPerDay, days, &h, workers);
+        check_windowed(SessionsPerDay, days, &h, workers);
     }
 }
 
@@ -398,4 +488,37 @@ fn a_merge_after_counting_moves_the_days_and_the_first_event() {
     let first = run(FirstSeen, epochs, 1);
     assert_eq!(first.len(), 1, "the merged person's row is gone: {first:?}");
     assert!(first.contains_key(&(1, vec![Value::Uuid(Uuid::from_u128(1))])));
+}
+
+#[test]
+fn a_day_that_leaves_the_window_keeps_its_last_result_and_leaves_memory() {
+    let at = |n: u128, person: u128, day: i32| {
+        Update::Event(ViewEvent {
+            team_id: 1,
+            timestamp: i64::from(day) * DAY + n as i64,
+            uuid: Uuid::from_u128(n),
+            event: "$pageview".into(),
+            distinct_id: format!("d{person}"),
+            person: Uuid::from_u128(person),
+            properties: Properties::default(),
+        })
+    };
+    let (d0, d3) = (20_422, 20_425);
+    let epochs = vec![
+        (d0, vec![at(1, 1, d0), at(2, 2, d0)]),
+        // Day 0 left the 2-day window: its events leave the view, its row stays as written.
+        (d3, vec![at(3, 1, d3)]),
+        // Too late for the window: not counted.
+        (d3, vec![at(4, 3, d0)]),
+    ];
+    let table = super::testing::run_windowed(DailyActivePersons, 2, epochs, 2);
+    assert_eq!(
+        table.get(&(1, vec![Value::Date(d0)])),
+        Some(&vec![Value::UInt(2)])
+    );
+    assert_eq!(
+        table.get(&(1, vec![Value::Date(d3)])),
+        Some(&vec![Value::UInt(1)])
+    );
+    assert_eq!(table.len(), 2);
 }
