@@ -58,6 +58,8 @@ pub struct ViewsContext {
     pub loaded: std::sync::Mutex<Option<Vec<(Routed, isize)>>>,
     /// A version below every row this run writes and above every row earlier runs wrote.
     pub started_version: u64,
+    /// The UTC day `loaded` was read for (its windows).
+    pub loaded_day: i32,
 }
 
 impl ViewsContext {
@@ -69,7 +71,7 @@ impl ViewsContext {
         let client = shared.outputs.clickhouse.client();
         for v in &self.active {
             let sql = v
-                .sweep_statement(self.started_version)
+                .sweep_statement(self.started_version, self.loaded_day)
                 .replace("{db}", &format!("`{database}`"));
             shared
                 .runtime
@@ -93,6 +95,10 @@ pub struct WorkerContext {
     pub shutdown: Arc<AtomicBool>,
     /// `None` when no view is enabled.
     pub views: Option<ViewsContext>,
+    /// Set when a stage cannot go on safely (e.g. view input could not be recorded): from then
+    /// on no offset is committed, so everything since the last commit is read again after a
+    /// restart.
+    pub halted: AtomicBool,
 }
 
 type Epoch = u64;
@@ -261,14 +267,14 @@ impl OffsetLedger {
 }
 
 fn commit(
-    store: &StateStore,
+    shared: &WorkerContext,
     consumer: &source::SourceConsumer,
     offsets: &[PartitionOffset],
 ) -> Result<(), EngineError> {
-    if offsets.is_empty() {
+    if offsets.is_empty() || shared.halted.load(Ordering::Relaxed) {
         return Ok(());
     }
-    store.store_offsets(offsets)?;
+    shared.store.store_offsets(offsets)?;
     source::commit_to_group(consumer, offsets)
 }
 
@@ -336,8 +342,9 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
                                     ),
                                     Err(e) => {
                                         // Without its input recorded a view could not be rebuilt
-                                        // after a restart: stop before anything is committed.
+                                        // after a restart: stop, and commit nothing more.
                                         tracing::error!(error = %e, "cannot record view input; stopping");
+                                        ctx.halted.store(true, Ordering::Relaxed);
                                         ctx.shutdown.store(true, Ordering::Relaxed);
                                     }
                                 }
@@ -370,7 +377,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
                         Processed::Work(_) => None,
                     })
                     .concat(loaded);
-                let rows = views::dataflow::build(updates, &v.active)
+                let rows = views::dataflow::build(updates, &v.active, v.started_version)
                     .map(|out| WorkBatch { out, state: Vec::new() });
                 batches.concat(rows)
             }
@@ -393,7 +400,6 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     };
     let mut epoch: Epoch = wall_epoch();
     input.advance_to(epoch);
-    view_input.advance_to(epoch);
     // The epoch whose stored results make the sweep of earlier runs' rows safe, on the worker
     // that rebuilt the views of the cluster's first process.
     let mut sweep_after: Option<Epoch> = None;
@@ -401,6 +407,9 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     // The UTC day of the windows, on the worker that feeds its process's view input from the
     // store (it also retires the days that leave them).
     let mut views_day: Option<i32> = None;
+    // The rebuilt views go in at time 0, before every epoch of every worker and process: no
+    // update of this run is ever computed without them, and once time 0 is stored everywhere
+    // the sweep may run.
     if let Some(views) = &shared.views
         && let Some(loaded) = views
             .loaded
@@ -414,16 +423,17 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
             "views rebuilt from the store"
         );
         for (update, diff) in loaded {
-            view_input.send((update, epoch, diff));
+            view_input.send((update, 0, diff));
         }
         if shared.settings.cluster.process == 0 {
-            sweep_after = Some(epoch);
+            sweep_after = Some(0);
         }
-        views_day = Some(views::input::today());
+        views_day = Some(views.loaded_day);
     }
+    view_input.advance_to(epoch);
     while !shared.shutdown.load(Ordering::Relaxed) {
         let acked = probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
-        commit(&shared.store, &consumer, &ledger.take_before(acked))?;
+        commit(shared, &consumer, &ledger.take_before(acked))?;
         if let (Some(views), Some(rebuilt)) = (&shared.views, sweep_after)
             && acked > rebuilt
             && Instant::now() >= next_sweep
@@ -506,10 +516,10 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     while !probe.done() && Instant::now() < deadline {
         worker.step_or_park(Some(Duration::from_millis(10)));
         let acked = probe.with_frontier(|f| f.first().copied().unwrap_or(Epoch::MAX));
-        commit(&shared.store, &consumer, &ledger.take_before(acked))?;
+        commit(shared, &consumer, &ledger.take_before(acked))?;
     }
     if probe.done() {
-        commit(&shared.store, &consumer, &ledger.take_before(Epoch::MAX))?;
+        commit(shared, &consumer, &ledger.take_before(Epoch::MAX))?;
         tracing::info!(worker = index, "drained and stored every offset");
     } else {
         tracing::warn!(

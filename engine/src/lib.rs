@@ -115,13 +115,15 @@ pub fn run(
         None => None,
         Some(inputs) => {
             let started = std::time::Instant::now();
-            let loaded = inputs.load(views::input::today())?;
+            let loaded_day = views::input::today();
+            let loaded = inputs.load(loaded_day)?;
             tracing::info!(updates = loaded.len(), took = ?started.elapsed(), views = active_views.len(), "view input read from the store");
             Some(dataflow::ViewsContext {
                 active: active_views,
                 inputs,
                 loaded: std::sync::Mutex::new(Some(loaded)),
                 started_version,
+                loaded_day,
             })
         }
     };
@@ -180,6 +182,7 @@ pub fn run(
         },
         shutdown: Arc::clone(&shutdown),
         views,
+        halted: AtomicBool::new(false),
     });
     let guards = timely::execute(config, move |worker| {
         let result = dataflow::run_worker(worker, &shared);

@@ -26,6 +26,11 @@ use crate::{
 pub(crate) struct Versions(u64);
 
 impl Versions {
+    /// Versions that start above `floor`.
+    pub(crate) fn above(floor: u64) -> Self {
+        Self(floor)
+    }
+
     pub(crate) fn next(&mut self) -> u64 {
         let now = u64::try_from(Utc::now().timestamp_micros()).unwrap_or_default();
         self.0 = now.max(self.0 + 1);

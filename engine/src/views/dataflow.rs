@@ -34,10 +34,11 @@ pub(crate) fn rows_of<'s>(
 }
 
 /// Every active view over `updates` (events with their current person, and persons), as
-/// batches of rows for the sink.
+/// batches of rows for the sink, every row's version above `versions_above`.
 pub(crate) fn build<'s>(
     updates: Stream<'s, Time, Vec<(Routed, Time, isize)>>,
     active: &[ActiveView],
+    versions_above: u64,
 ) -> Stream<'s, Time, Vec<OutputBatch>> {
     let scope = updates.scope();
     let updates = updates.as_collection();
@@ -50,7 +51,7 @@ pub(crate) fn build<'s>(
             let rows = rows_of(&*v.view, index, updates.clone(), move |team| {
                 active.counts(team)
             });
-            output::write(rows, v.table(), v.view.table(), v.window)
+            output::write(rows, v.table(), v.view.table(), v.window, versions_above)
         })
         .collect();
     scope.concatenate(outputs)

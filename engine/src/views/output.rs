@@ -72,6 +72,7 @@ pub(crate) fn write<'s>(
     table: String,
     spec: TableSpec,
     window: Option<Window>,
+    versions_above: u64,
 ) -> Stream<'s, Time, Vec<OutputBatch>> {
     let exchange = Exchange::new(|(row, _, _): &(Row, Time, isize)| hash_key(row));
     rows.inner.unary_frontier::<CapacityContainerBuilder<Vec<OutputBatch>>, _, _, _>(
@@ -79,7 +80,9 @@ pub(crate) fn write<'s>(
         "view-rows",
         move |_cap, _info| {
             let mut pending: BTreeMap<Time, Pending> = BTreeMap::new();
-            let mut versions = Versions::default();
+            // Above this run's start even if the clock steps back: the sweep after a restart
+            // removes only rows of earlier runs.
+            let mut versions = Versions::above(versions_above);
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for (row, time, diff) in data.drain(..) {

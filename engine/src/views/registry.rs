@@ -48,7 +48,7 @@ pub struct Window {
 }
 
 impl Window {
-    fn reach(&self) -> i32 {
+    pub(crate) fn reach(&self) -> i32 {
         i32::try_from(self.reach_days).unwrap_or(i32::MAX)
     }
 
@@ -90,10 +90,16 @@ impl ActiveView {
         table_name(self.view.name())
     }
 
-    /// The statement removing what earlier runs wrote and this one did not rewrite (see
+    /// The statement removing what earlier runs wrote and this one, started on `today`, did
+    /// not rewrite; a windowed view's final rows are left as written (see
     /// `TableSpec::sweep_statement`).
-    pub fn sweep_statement(&self, version: u64) -> String {
-        self.view.table().sweep_statement(&self.table(), version)
+    pub fn sweep_statement(&self, version: u64, today: i32) -> String {
+        let spec = self.view.table();
+        let open_from = self.window.map(|w| {
+            let column = spec.key[w.key_index].name;
+            (column, w.first_open_day(today).saturating_sub(w.reach()))
+        });
+        spec.sweep_statement(&self.table(), version, open_from)
     }
 
     /// The statement creating its table (`{db}` and `{dedup}` to be filled in).
@@ -245,6 +251,20 @@ mod tests {
         };
         // The week of day 80 ends on day 86, before the window: final; the next one is not.
         assert!(w.is_final(&row(80), 100) && !w.is_final(&row(81), 100));
+        // After a restart on day 100, only rows still open are swept; final ones stay.
+        let sweep = active[0].sweep_statement(7, 100);
+        assert!(
+            sweep.contains("WHERE _version < 7 AND `week` >= toDate32('1970-03-23')"),
+            "{sweep}"
+        );
+        let unwindowed = r
+            .resolve(&[entry("weekly_active_persons", &[])], &[1])
+            .unwrap();
+        assert!(
+            unwindowed[0]
+                .sweep_statement(7, 100)
+                .ends_with("WHERE _version < 7")
+        );
         let err = r.resolve(&[windowed("first_seen", 7)], &[1]).unwrap_err();
         assert!(err.contains("takes no window"), "{err}");
         let err = r

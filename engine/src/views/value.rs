@@ -126,7 +126,14 @@ impl TableSpec {
     /// earlier run) that is still live: run once a restart's rebuilt rows are stored, it
     /// removes the results that vanished while no run could write their deletion. Later rows
     /// all have greater versions, so it never hides one of them.
-    pub(crate) fn sweep_statement(&self, table: &str, version: u64) -> String {
+    /// With `open_from` (a `Date` column and the first day whose rows are not final), only
+    /// rows of that day on are swept: final rows of a windowed view stay as written.
+    pub(crate) fn sweep_statement(
+        &self,
+        table: &str,
+        version: u64,
+        open_from: Option<(&str, i32)>,
+    ) -> String {
         let columns: Vec<String> = std::iter::once("team_id".to_string())
             .chain(
                 self.key
@@ -136,8 +143,13 @@ impl TableSpec {
             )
             .collect();
         let columns = columns.join(", ");
+        let open = open_from
+            .and_then(|(column, day)| {
+                Some(format!(" AND `{column}` >= toDate32('{}')", date(day)?))
+            })
+            .unwrap_or_default();
         format!(
-            "INSERT INTO {{db}}.`{table}` ({columns}, _version, _deleted) SELECT {columns}, {version}, 1 FROM {{db}}.`{table}` FINAL WHERE _version < {version}"
+            "INSERT INTO {{db}}.`{table}` ({columns}, _version, _deleted) SELECT {columns}, {version}, 1 FROM {{db}}.`{table}` FINAL WHERE _version < {version}{open}"
         )
     }
 
@@ -187,7 +199,13 @@ impl TableSpec {
                     c.name, c.kind
                 ));
             }
-            line.insert(c.name.into(), json(v));
+            let value = json(v).ok_or_else(|| {
+                format!(
+                    "column `{}`: {v:?} is outside ClickHouse's dates (1900 to 2299)",
+                    c.name
+                )
+            })?;
+            line.insert(c.name.into(), value);
         }
         line.insert("_version".into(), version.into());
         line.insert("_deleted".into(), u8::from(deleted).into());
@@ -203,21 +221,40 @@ pub(crate) fn is_identifier(name: &str) -> bool {
         && !name.as_bytes()[0].is_ascii_digit()
 }
 
-fn json(v: &Value) -> serde_json::Value {
-    match v {
+/// The first and last days ClickHouse's `Date32` and `DateTime64` hold: 1900-01-01 and
+/// 2299-12-31, as days since the Unix epoch.
+const FIRST_DAY: i32 = -25_567;
+const LAST_DAY: i32 = 120_529;
+
+/// `day` (days since the Unix epoch) as `YYYY-MM-DD`, if ClickHouse can hold it.
+fn date(day: i32) -> Option<String> {
+    if !(FIRST_DAY..=LAST_DAY).contains(&day) {
+        return None;
+    }
+    let date = chrono::DateTime::UNIX_EPOCH.date_naive();
+    let date = if day >= 0 {
+        date.checked_add_days(chrono::Days::new(u64::from(day.unsigned_abs())))?
+    } else {
+        date.checked_sub_days(chrono::Days::new(u64::from(day.unsigned_abs())))?
+    };
+    Some(date.to_string())
+}
+
+/// `v` as JSONEachRow wants it, if ClickHouse can hold it.
+fn json(v: &Value) -> Option<serde_json::Value> {
+    Some(match v {
         Value::Int(i) => (*i).into(),
         Value::UInt(u) => (*u).into(),
         Value::Str(s) => s.clone().into(),
         Value::Uuid(u) => u.to_string().into(),
-        Value::Date(d) => chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
-            .map_or_else(|| "1970-01-01".to_string(), |d| d.to_string())
-            .into(),
-        Value::Time(t) => chrono::DateTime::from_timestamp_micros(*t)
-            .map_or_else(String::new, |t| {
-                t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-            })
-            .into(),
-    }
+        Value::Date(d) => date(*d)?.into(),
+        Value::Time(t) => {
+            let time = chrono::DateTime::from_timestamp_micros(*t)?;
+            let day = i32::try_from(t.div_euclid(86_400_000_000)).ok()?;
+            date(day)?;
+            time.format("%Y-%m-%d %H:%M:%S%.6f").to_string().into()
+        }
+    })
 }
 
 #[cfg(test)]
@@ -257,8 +294,29 @@ mod tests {
                 .unwrap_err()
                 .contains("persons")
         );
-        let short = Row { key: vec![], ..row };
+        let short = Row {
+            key: vec![],
+            ..row.clone()
+        };
         assert!(spec().json_line(&short, 1, true).is_err());
+        // Outside ClickHouse's dates: refused, never written as something else.
+        let ancient = Row {
+            key: vec![Value::Date(-30_000)],
+            ..row.clone()
+        };
+        assert!(
+            spec()
+                .json_line(&ancient, 1, false)
+                .unwrap_err()
+                .contains("1900")
+        );
+        let far = Row {
+            values: vec![Value::UInt(1), Value::Time(i64::MAX)],
+            ..row
+        };
+        assert!(spec().json_line(&far, 1, false).is_err());
+        assert_eq!(date(-25_567).as_deref(), Some("1900-01-01"));
+        assert_eq!(date(120_529).as_deref(), Some("2299-12-31"));
     }
 
     #[test]
