@@ -108,9 +108,13 @@ impl StateStore {
         Ok(())
     }
 
-    /// The stored events whose keys begin with `prefix` (see [`distinct_id_prefix`]).
-    pub fn view_events_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Box<[u8]>>, StateError> {
-        let mut out = Vec::new();
+    /// Visits, in key order and without holding them all at once, the stored events whose keys
+    /// begin with `prefix` (a [`distinct_id_prefix`], or `b"e"` for every event).
+    pub fn for_each_view_event(
+        &self,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
         for item in self.db.iterator_cf(
             self.cf(CF_VIEWS),
             IteratorMode::From(prefix, Direction::Forward),
@@ -119,9 +123,9 @@ impl StateStore {
             if !k.starts_with(prefix) {
                 break;
             }
-            out.push(v);
+            visit(&v)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every stored view input, events and overrides, in key order.
@@ -167,12 +171,14 @@ mod tests {
                     (person_key(7, &uuid::Uuid::nil()), None),
                 ])
                 .unwrap();
-            assert_eq!(
-                store
-                    .view_events_with_prefix(&distinct_id_prefix(7, "d"))
-                    .unwrap(),
-                [b"ev-a".to_vec().into_boxed_slice()]
-            );
+            let mut of_d = Vec::new();
+            store
+                .for_each_view_event(&distinct_id_prefix(7, "d"), |v| {
+                    of_d.push(v.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(of_d, [b"ev-a".to_vec()]);
             assert_eq!(
                 store.view_events(&[a.clone(), b.clone()]).unwrap(),
                 [Some(b"ev-a".to_vec()), None]

@@ -37,8 +37,12 @@ pub(crate) trait InputStore {
     fn get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
     /// Writes `records`; `None` deletes.
     fn put(&mut self, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StateError>;
-    /// The values of the keys beginning with `prefix`.
-    fn with_prefix(&self, prefix: &[u8]) -> Result<Vec<Box<[u8]>>, StateError>;
+    /// Visits the values of the keys beginning with `prefix`, in key order, one at a time.
+    fn each_with_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError>;
 }
 
 impl InputStore for StateStore {
@@ -50,8 +54,12 @@ impl InputStore for StateStore {
         self.put_view_records(&records)
     }
 
-    fn with_prefix(&self, prefix: &[u8]) -> Result<Vec<Box<[u8]>>, StateError> {
-        self.view_events_with_prefix(prefix)
+    fn each_with_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        self.for_each_view_event(prefix, visit)
     }
 }
 
@@ -74,12 +82,14 @@ impl InputStore for BTreeMap<Vec<u8>, Vec<u8>> {
         Ok(())
     }
 
-    fn with_prefix(&self, prefix: &[u8]) -> Result<Vec<Box<[u8]>>, StateError> {
-        Ok(self
-            .range(prefix.to_vec()..)
+    fn each_with_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        self.range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone().into_boxed_slice())
-            .collect())
+            .try_for_each(|(_, v)| visit(v))
     }
 }
 
@@ -216,8 +226,13 @@ pub(crate) fn resolve(
         if old == new {
             continue;
         }
-        for bytes in store.with_prefix(&distinct_id_prefix(team_id, &key.1))? {
-            let event = decode(&bytes)?;
+        // One distinct id's events: few, so held together.
+        let mut of_id = Vec::new();
+        store.each_with_prefix(&distinct_id_prefix(team_id, &key.1), &mut |bytes| {
+            of_id.push(decode(bytes)?);
+            Ok(())
+        })?;
+        for event in of_id {
             let (before, after) = (old.unwrap_or(event.person), new.unwrap_or(event.person));
             if before != after {
                 state.push(&mut out, event.clone(), before, -1);
@@ -263,28 +278,33 @@ pub(crate) fn expire(
     }
     let mut out = Vec::new();
     let mut gone = Vec::new();
-    for bytes in store.with_prefix(&[EVENT_PREFIX])? {
-        let event = decode(&bytes)?;
+    // The whole store, one event at a time: only what leaves is kept.
+    store.each_with_prefix(&[EVENT_PREFIX], &mut |bytes| {
+        let event = decode(bytes)?;
         let day = event.day();
-        let person = state.person_of(&event);
-        for (v, (old, new)) in state.held_from.iter().zip(&from).enumerate() {
-            if let (Some(old), Some(new)) = (old, new)
-                && (*old..*new).contains(&day)
-            {
-                let routed = (
-                    Some(u16::try_from(v).unwrap_or(u16::MAX)),
-                    ViewUpdate::Event(ViewEvent {
-                        person,
-                        ..event.clone()
-                    }),
-                );
-                out.push((routed, -1));
+        let leaves: Vec<u16> = state
+            .held_from
+            .iter()
+            .zip(&from)
+            .enumerate()
+            .filter(|(_, (old, new))| matches!((old, new), (Some(old), Some(new)) if (*old..*new).contains(&day)))
+            .map(|(v, _)| u16::try_from(v).unwrap_or(u16::MAX))
+            .collect();
+        if !leaves.is_empty() {
+            let person = state.person_of(&event);
+            for v in leaves {
+                let update = ViewUpdate::Event(ViewEvent {
+                    person,
+                    ..event.clone()
+                });
+                out.push(((Some(v), update), -1));
             }
         }
         if from.iter().all(|f| f.is_some_and(|f| day < f)) {
             gone.push((key_of(&event), None));
         }
-    }
+        Ok(())
+    })?;
     metrics::counter!("hogstream_view_expired_events_total").increment(gone.len() as u64);
     store.put(gone)?;
     state.held_from = from;
