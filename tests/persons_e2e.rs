@@ -109,11 +109,7 @@ fn orders_worker_and_process_counts_and_a_sigkill_give_the_reference_state() {
     {
         let p = Pipeline::new(workers, partitions);
         p.start_capture();
-        if processes == 1 {
-            p.start_engine();
-        } else {
-            p.start_engine_cluster(processes);
-        }
+        p.start_engines(processes);
         send(&p, &sent, order, || {
             if kill_midway {
                 std::thread::sleep(Duration::from_millis(700));

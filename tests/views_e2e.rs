@@ -200,11 +200,7 @@ fn views_equal_sql_over_the_final_tables_in_any_order_and_after_a_sigkill() {
     ] {
         let p = Pipeline::with_config(workers, partitions, VIEWS);
         p.start_capture();
-        if processes == 1 {
-            p.start_engine();
-        } else {
-            p.start_engine_cluster(processes);
-        }
+        p.start_engines(processes);
         send(&p, &sent, order, || {
             if kill {
                 // Killed once it stored something, so the restart has views to rebuild.

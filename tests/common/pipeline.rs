@@ -281,6 +281,16 @@ token = "{TOKEN}"
         *engine = Some(self.spawn(&["engine"], "engine.log"));
     }
 
+    /// Starts the engine: one process, or a cluster of `processes` (see
+    /// [`Pipeline::start_engine_cluster`]).
+    pub fn start_engines(&self, processes: usize) {
+        if processes == 1 {
+            self.start_engine();
+        } else {
+            self.start_engine_cluster(processes);
+        }
+    }
+
     /// Starts the engine as a timely cluster of `processes` processes, one worker each as
     /// configured, connected through a hostfile of free local ports.
     pub fn start_engine_cluster(&self, processes: usize) {

@@ -129,11 +129,32 @@ pub type Routed = (Option<u16>, ViewUpdate);
 /// first day whose events it holds (`None`: every day).
 #[derive(Debug, Default)]
 pub(crate) struct InputState {
-    pub overrides: HashMap<(i64, String), Uuid>,
+    /// By team, then distinct id: looked up by a borrowed distinct id for every event.
+    pub overrides: HashMap<i64, HashMap<String, Uuid>>,
     pub held_from: Vec<Option<i32>>,
 }
 
 impl InputState {
+    fn override_of(&self, team_id: i64, distinct_id: &str) -> Option<Uuid> {
+        self.overrides.get(&team_id)?.get(distinct_id).copied()
+    }
+
+    fn set_override(&mut self, team_id: i64, distinct_id: String, person: Option<Uuid>) {
+        match person {
+            Some(p) => {
+                self.overrides
+                    .entry(team_id)
+                    .or_default()
+                    .insert(distinct_id, p);
+            }
+            None => {
+                if let Some(ids) = self.overrides.get_mut(&team_id) {
+                    ids.remove(&distinct_id);
+                }
+            }
+        }
+    }
+
     /// Where an update of an event of `day` goes: `None` for every view, else the views that
     /// hold that day (possibly none: the event is older than every window).
     fn route(&self, day: i32) -> Option<Vec<u16>> {
@@ -149,9 +170,7 @@ impl InputState {
     }
 
     fn person_of(&self, e: &ViewEvent) -> Uuid {
-        self.overrides
-            .get(&(e.team_id, e.distinct_id.clone()))
-            .copied()
+        self.override_of(e.team_id, &e.distinct_id)
             .unwrap_or(e.person)
     }
 
@@ -221,14 +240,13 @@ pub(crate) fn resolve(
     // Stored before the overrides are applied: a merge in the same batch moves them too.
     store.put(std::mem::take(&mut records))?;
     for (team_id, distinct_id, new) in changes {
-        let key = (team_id, distinct_id);
-        let old = state.overrides.get(&key).copied();
+        let old = state.override_of(team_id, &distinct_id);
         if old == new {
             continue;
         }
         // One distinct id's events: few, so held together.
         let mut of_id = Vec::new();
-        store.each_with_prefix(&distinct_id_prefix(team_id, &key.1), &mut |bytes| {
+        store.each_with_prefix(&distinct_id_prefix(team_id, &distinct_id), &mut |bytes| {
             of_id.push(decode(bytes)?);
             Ok(())
         })?;
@@ -240,13 +258,14 @@ pub(crate) fn resolve(
             }
         }
         records.push((
-            override_key(team_id, &key.1),
-            Some(encode(&(team_id, &key.1, new.unwrap_or_else(Uuid::nil)))?),
+            override_key(team_id, &distinct_id),
+            Some(encode(&(
+                team_id,
+                &distinct_id,
+                new.unwrap_or_else(Uuid::nil),
+            ))?),
         ));
-        match new {
-            Some(p) => state.overrides.insert(key, p),
-            None => state.overrides.remove(&key),
-        };
+        state.set_override(team_id, distinct_id, new);
     }
     store.put(records)?;
     Ok(out)
@@ -375,8 +394,8 @@ pub struct ViewInputs {
 
 /// Today's UTC day number.
 pub fn today() -> i32 {
-    let seconds = chrono::Utc::now().timestamp();
-    i32::try_from(seconds.div_euclid(86_400)).unwrap_or(i32::MAX)
+    let micros = chrono::Utc::now().timestamp_micros();
+    i32::try_from(micros.div_euclid(super::MICROS_PER_DAY)).unwrap_or(i32::MAX)
 }
 
 impl ViewInputs {
@@ -515,7 +534,7 @@ impl ViewInputs {
                         postcard::from_bytes(&bytes)
                             .map_err(|e| corrupt(format!("an override: {e}")))?;
                     if !person.is_nil() {
-                        state.overrides.insert((team_id, distinct_id), person);
+                        state.set_override(team_id, distinct_id, Some(person));
                     }
                 }
                 ViewRecord::Person(bytes) => {

@@ -113,6 +113,17 @@ impl Properties {
         Self(kept)
     }
 
+    /// These properties, those among `keys` only.
+    pub fn only(&self, keys: &[&str]) -> Self {
+        Self(
+            self.0
+                .iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// A property's value as JSON text.
     pub fn get(&self, key: &str) -> Option<&str> {
         let i = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;

@@ -158,15 +158,6 @@ impl Resolver {
         }
     }
 
-    fn keep(properties: &Properties, keys: &[&str]) -> Properties {
-        let json = serde_json::Value::Object(
-            keys.iter()
-                .filter_map(|k| Some((k.to_string(), properties.value(k)?)))
-                .collect(),
-        );
-        Properties::from_json(&json.to_string(), None)
-    }
-
     /// The updates of one epoch on `today`: the days that left the window first, then `batch`
     /// one input at a time (which keeps the test's order exact).
     fn updates(&mut self, today: i32, batch: Vec<Update>) -> Vec<(Routed, isize)> {
@@ -177,7 +168,7 @@ impl Resolver {
             match input {
                 Update::Event(e) => {
                     let e = ViewEvent {
-                        properties: Self::keep(&e.properties, &self.properties),
+                        properties: e.properties.only(&self.properties),
                         ..e
                     };
                     let done = resolve(&mut self.store, &mut self.state, vec![e], Vec::new());
@@ -200,7 +191,7 @@ impl Resolver {
                     if self.person_properties.is_empty() {
                         continue;
                     }
-                    let kept = properties.map(|p| Self::keep(&p, &self.person_properties));
+                    let kept = properties.map(|p| p.only(&self.person_properties));
                     let done = resolve_persons(&mut self.store, vec![(team_id, person, kept)]);
                     out.extend(
                         done.expect(failed)

@@ -250,7 +250,7 @@ fn json(v: &Value) -> Option<serde_json::Value> {
         Value::Date(d) => date(*d)?.into(),
         Value::Time(t) => {
             let time = chrono::DateTime::from_timestamp_micros(*t)?;
-            let day = i32::try_from(t.div_euclid(86_400_000_000)).ok()?;
+            let day = i32::try_from(t.div_euclid(super::MICROS_PER_DAY)).ok()?;
             date(day)?;
             time.format("%Y-%m-%d %H:%M:%S%.6f").to_string().into()
         }
