@@ -242,6 +242,7 @@ fn stage_rate(dir: &Path, threads: usize, records: &[SourceRecord]) -> f64 {
         Arc::new(Rules::default()),
         store.clone(),
         Arc::new(pool(threads)),
+        hogstream_state::persons::DEFAULT_COMPONENT_CACHE,
     )
     .expect("a processor");
     let started = Instant::now();

@@ -442,7 +442,11 @@ token = "{TOKEN}"
         Hogstream(
             hogstream(&self.config)
                 .args(args)
-                .env("HOGSTREAM_LOG", "warn")
+                // HOGSTREAM_BENCH_LOG (e.g. `info`) keeps more of the log in `log`.
+                .env(
+                    "HOGSTREAM_LOG",
+                    std::env::var("HOGSTREAM_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdout(Stdio::null())
                 .stderr(out)
                 .spawn()

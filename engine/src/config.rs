@@ -85,6 +85,10 @@ pub struct EngineConfig {
     pub max_inflight_flushes: usize,
     /// RocksDB block cache for the whole process.
     pub block_cache_bytes: usize,
+    /// Person components (a person's distinct ids and property registers) each worker keeps
+    /// decoded in memory, so a person active again in a later batch is neither read nor
+    /// decoded; about 1–2 KB each for a typical web person.
+    pub person_cache: usize,
     /// Threads, shared by the workers of this process, that do the per-event and per-person
     /// work of a batch (decoding, plugins, resolving person state, rows), so a busy team is not
     /// held to the one worker that owns it. Default: the machine's cores.
@@ -109,6 +113,7 @@ impl Default for EngineConfig {
             max_poll_records: 5_000,
             max_inflight_flushes: 4,
             block_cache_bytes: 256 << 20,
+            person_cache: hogstream_state::persons::DEFAULT_COMPONENT_CACHE,
             state_threads: std::thread::available_parallelism().map_or(2, usize::from),
             shutdown_timeout: Duration::from_secs(30),
             drop_events: Vec::new(),

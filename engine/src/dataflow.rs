@@ -307,6 +307,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
         Arc::clone(&shared.rules),
         shared.store.clone(),
         Arc::clone(&shared.state_pool),
+        engine.person_cache,
     )?;
     let (mut input, mut view_input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Vec<SourceRecord>>();

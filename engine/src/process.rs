@@ -82,13 +82,16 @@ fn dead_letter(record: SourceRecord, reason: String, step: &'static str) -> Dead
 }
 
 impl Processor {
+    /// `person_cache`: decoded person components kept between batches (see
+    /// [`PersonState::with_cache`]).
     pub fn new(
         teams: Arc<Teams>,
         rules: Arc<Rules>,
         store: StateStore,
         state_pool: Arc<rayon::ThreadPool>,
+        person_cache: usize,
     ) -> Result<Self, EngineError> {
-        let persons = PersonState::new(store, teams.declared_group_types())?;
+        let persons = PersonState::with_cache(store, teams.declared_group_types(), person_cache)?;
         Ok(Self {
             teams,
             rules,
@@ -267,7 +270,14 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        Processor::new(teams, Arc::new(Rules::default()), store, Arc::new(pool)).unwrap()
+        Processor::new(
+            teams,
+            Arc::new(Rules::default()),
+            store,
+            Arc::new(pool),
+            hogstream_state::persons::DEFAULT_COMPONENT_CACHE,
+        )
+        .unwrap()
     }
 
     #[test]

@@ -135,7 +135,8 @@ pub fn row(
     EventRow {
         uuid: e.uuid,
         event: e.event,
-        properties: Value::Object(e.properties).to_string(),
+        // `to_string` writes into a byte buffer; `Display` formats one fragment at a time.
+        properties: serde_json::to_string(&e.properties).unwrap_or_default(),
         timestamp: e.timestamp,
         team_id: e.team_id,
         distinct_id: e.distinct_id,

@@ -158,10 +158,14 @@ fn content_hash(p: &ResolvedPerson) -> u64 {
 impl Component {
     /// Records one person-processing event. Re-recording the same event changes nothing.
     pub fn record(&mut self, event: &PersonEvent) {
+        if !self.distinct_ids.contains_key(&event.distinct_id) {
+            self.distinct_ids
+                .insert(event.distinct_id.clone(), DistinctIdState::default());
+        }
         let did = self
             .distinct_ids
-            .entry(event.distinct_id.clone())
-            .or_default();
+            .get_mut(&event.distinct_id)
+            .expect("inserted above");
         did.registers
             .write(event.stamp, &event.set, &event.set_once, &event.unset);
         match event.effective_merge() {
@@ -295,20 +299,25 @@ impl Component {
             .persons
             .iter()
             .map(|p| {
-                let mut registers = Registers::default();
-                for did in &p.distinct_ids {
-                    if let Some(s) = self.distinct_ids.get(did) {
-                        registers.join(&s.registers);
+                // Most persons have one distinct id: its registers are read in place.
+                let mut joined = Registers::default();
+                let registers = match p.distinct_ids.iter().collect::<Vec<_>>().as_slice() {
+                    [did] => self
+                        .distinct_ids
+                        .get(*did)
+                        .map_or(&joined, |s| &s.registers),
+                    dids => {
+                        for s in dids.iter().filter_map(|d| self.distinct_ids.get(*d)) {
+                            joined.join(&s.registers);
+                        }
+                        &joined
                     }
-                }
-                registers.write_once(
-                    p.creator,
-                    "$creator_event_uuid",
-                    &Value::String(p.creator.uuid().to_string()),
-                );
+                };
+                let creator = Value::String(p.creator.uuid().to_string());
+                let once = ("$creator_event_uuid", p.creator, &creator);
                 ResolvedPerson {
                     id: p.uuid,
-                    properties_json: registers.visible_json().into(),
+                    properties_json: registers.visible_json_with_once(Some(once)).into(),
                     is_identified: p.is_identified,
                     created_at: p.creator.timestamp(),
                 }

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{input::Stamp, registers::join_latest};
+use super::{
+    input::Stamp,
+    registers::{join_latest, json_text},
+};
 
 /// PostHog's limit of group types per project.
 pub const MAX_GROUP_TYPES: usize = 5;
@@ -47,7 +50,7 @@ impl GroupState {
     pub fn write(&mut self, stamp: Stamp, set: &Map<String, Value>) {
         self.created = Some(self.created.map_or(stamp, |c| c.min(stamp)));
         for (k, v) in set {
-            join_latest(&mut self.properties, k, stamp, v.to_string());
+            join_latest(&mut self.properties, k, stamp, || json_text(v));
         }
     }
 
@@ -60,7 +63,7 @@ impl GroupState {
 
     /// The row hash of the current content; differs from `emitted` when a row is due.
     pub fn content_hash(&self) -> u64 {
-        let mut bytes = Value::Object(self.visible()).to_string().into_bytes();
+        let mut bytes = serde_json::to_vec(&self.visible()).unwrap_or_default();
         bytes.extend_from_slice(&self.created.map_or(0, |c| c.ts_us).to_le_bytes());
         xxh3_64(&bytes)
     }

@@ -152,6 +152,9 @@ pub fn replay<'a>(
     merges: &'a BTreeSet<MergeEntry>,
     personless: &BTreeMap<String, Stamp>,
 ) -> Identity {
+    if merges.is_empty() {
+        return unmerged(team_id, first_plain);
+    }
     // Ties cannot happen between different events (their uuids differ); the distinct id only
     // makes the order total.
     let mut steps: BTreeMap<(Stamp, &str, bool), Step<'a>> = BTreeMap::new();
@@ -192,6 +195,32 @@ pub fn replay<'a>(
         persons,
         person_of,
         refused: r.refused,
+    }
+}
+
+/// [`replay`] of a component without merges (most persons): each distinct id with an ordinary
+/// event is its own person, in the order of those events.
+fn unmerged<'a>(team_id: i64, first_plain: impl IntoIterator<Item = (&'a str, Stamp)>) -> Identity {
+    let mut plain: Vec<(Stamp, &str)> = first_plain.into_iter().map(|(d, s)| (s, d)).collect();
+    plain.sort_unstable();
+    let person_of = plain
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| ((*d).to_owned(), i))
+        .collect();
+    let persons = plain
+        .into_iter()
+        .map(|(stamp, d)| ReplayedPerson {
+            uuid: person_uuid(team_id, d),
+            creator: stamp,
+            is_identified: false,
+            distinct_ids: BTreeSet::from([d.to_owned()]),
+        })
+        .collect();
+    Identity {
+        persons,
+        person_of,
+        refused: HashSet::new(),
     }
 }
 

@@ -22,6 +22,7 @@ pub use component::{DistinctIdChange, PersonChange, PersonChanges, ResolvedPerso
 pub use groups::MAX_GROUP_TYPES;
 pub use input::{GroupIdentify, MergeKind, PersonEvent, Stamp, is_illegal_id};
 pub use stage::{
-    Changes, EventPerson, GroupChange, GroupTypeChange, PendingWrites, PersonMode, PersonState,
-    PersonWarning, Processed, personless_created_at, record_key, team_of_key,
+    Changes, DEFAULT_COMPONENT_CACHE, EventPerson, GroupChange, GroupTypeChange, PendingWrites,
+    PersonMode, PersonState, PersonWarning, Processed, personless_created_at, record_key,
+    team_of_key,
 };

@@ -17,28 +17,40 @@ pub struct Registers {
     set_once: BTreeMap<String, (Stamp, String)>,
 }
 
-/// Keeps the write with the latest stamp (shared by person and group properties).
-pub(super) fn join_latest<V: Clone>(
+/// A value's compact JSON text. `serde_json::to_string` writes into a byte buffer; `Display`
+/// goes through the formatter one fragment at a time, which is several times slower here.
+pub(super) fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Keeps the write with the latest stamp (shared by person and group properties). The value
+/// is made only when it is kept: most writes of a busy person lose to a stored one.
+pub(super) fn join_latest<V>(
     slot: &mut BTreeMap<String, (Stamp, V)>,
     key: &str,
     stamp: Stamp,
-    v: V,
+    v: impl FnOnce() -> V,
 ) {
     match slot.get_mut(key) {
         Some(cur) if cur.0 >= stamp => {}
-        Some(cur) => *cur = (stamp, v),
+        Some(cur) => *cur = (stamp, v()),
         None => {
-            slot.insert(key.to_owned(), (stamp, v));
+            slot.insert(key.to_owned(), (stamp, v()));
         }
     }
 }
 
-fn join_earliest(slot: &mut BTreeMap<String, (Stamp, String)>, key: &str, stamp: Stamp, v: String) {
+fn join_earliest(
+    slot: &mut BTreeMap<String, (Stamp, String)>,
+    key: &str,
+    stamp: Stamp,
+    v: impl FnOnce() -> String,
+) {
     match slot.get_mut(key) {
         Some(cur) if cur.0 <= stamp => {}
-        Some(cur) => *cur = (stamp, v),
+        Some(cur) => *cur = (stamp, v()),
         None => {
-            slot.insert(key.to_owned(), (stamp, v));
+            slot.insert(key.to_owned(), (stamp, v()));
         }
     }
 }
@@ -53,42 +65,62 @@ impl Registers {
         unset: &[String],
     ) {
         for key in unset {
-            join_latest(&mut self.set, key, stamp, None);
+            join_latest(&mut self.set, key, stamp, || None);
         }
         for (key, value) in set {
             if !unset.contains(key) {
-                join_latest(&mut self.set, key, stamp, Some(value.to_string()));
+                join_latest(&mut self.set, key, stamp, || Some(json_text(value)));
             }
         }
         for (key, value) in set_once {
-            join_earliest(&mut self.set_once, key, stamp, value.to_string());
+            join_earliest(&mut self.set_once, key, stamp, || json_text(value));
         }
     }
 
+    #[cfg(test)]
     pub fn write_once(&mut self, stamp: Stamp, key: &str, value: &Value) {
-        join_earliest(&mut self.set_once, key, stamp, value.to_string());
+        join_earliest(&mut self.set_once, key, stamp, || json_text(value));
     }
 
     pub fn join(&mut self, other: &Registers) {
         for (key, (stamp, v)) in &other.set {
-            join_latest(&mut self.set, key, *stamp, v.clone());
+            join_latest(&mut self.set, key, *stamp, || v.clone());
         }
         for (key, (stamp, v)) in &other.set_once {
-            join_earliest(&mut self.set_once, key, *stamp, v.clone());
+            join_earliest(&mut self.set_once, key, *stamp, || v.clone());
         }
     }
 
     /// The visible properties as `(key, JSON text)`, sorted by key: the `$set` register when
-    /// written (a tombstone hides the key), else the `$set_once` one.
-    fn visible_texts(&self) -> impl Iterator<Item = (&String, &str)> {
-        let mut keys: Vec<&String> = self.set.keys().chain(self.set_once.keys()).collect();
-        keys.sort();
+    /// written (a tombstone hides the key), else the `$set_once` one. `once` is one more
+    /// `$set_once` write `(key, stamp, text)`, seen as if [`Registers::write_once`] had made it.
+    fn visible_texts<'a>(
+        &'a self,
+        once: Option<(&'a str, Stamp, &'a str)>,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let mut keys: Vec<&str> = self
+            .set
+            .keys()
+            .chain(self.set_once.keys())
+            .map(String::as_str)
+            .chain(once.map(|(k, _, _)| k))
+            .collect();
+        keys.sort_unstable();
         keys.dedup();
-        keys.into_iter().filter_map(|k| {
+        keys.into_iter().filter_map(move |k| {
             let v = match self.set.get(k) {
                 Some((_, Some(v))) => v.as_str(),
                 Some((_, None)) => return None,
-                None => self.set_once.get(k)?.1.as_str(),
+                None => {
+                    let stored = self.set_once.get(k).map(|(s, v)| (*s, v.as_str()));
+                    let extra = once.filter(|(key, _, _)| *key == k).map(|(_, s, v)| (s, v));
+                    match (stored, extra) {
+                        (Some((a, v)), Some((b, _))) if a <= b => v,
+                        (_, Some((_, v))) => v,
+                        (Some((_, v)), None) => v,
+                        (None, None) => return None,
+                    }
+                }
             };
             Some((k, v))
         })
@@ -97,25 +129,39 @@ impl Registers {
     /// The visible properties, sorted by key (what [`Registers::visible_json`] writes).
     #[cfg(test)]
     pub fn visible(&self) -> Map<String, Value> {
-        self.visible_texts()
-            .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or(Value::Null)))
+        self.visible_texts(None)
+            .map(|(k, v)| (k.to_owned(), serde_json::from_str(v).unwrap_or(Value::Null)))
             .collect()
     }
 
     /// [`Registers::visible`] as a JSON object's text, written straight from the stored texts
     /// (which are serde_json's own compact output), without parsing them again.
+    #[cfg(test)]
     pub fn visible_json(&self) -> String {
-        let mut out = String::from("{");
-        for (i, (k, v)) in self.visible_texts().enumerate() {
+        self.visible_json_with_once(None)
+    }
+
+    /// [`Registers::visible_json`] after one more `$set_once` write `(key, stamp, value)`,
+    /// without changing (or copying) the registers.
+    pub fn visible_json_with_once(&self, once: Option<(&str, Stamp, &Value)>) -> String {
+        let once_text = once.map(|(_, _, v)| json_text(v));
+        let once = once
+            .zip(once_text.as_deref())
+            .map(|((k, s, _), text)| (k, s, text));
+        let mut out = Vec::with_capacity(256);
+        out.push(b'{');
+        for (i, (k, v)) in self.visible_texts(once).enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&Value::String(k.clone()).to_string());
-            out.push(':');
-            out.push_str(v);
+            // Writing a `&str` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
         }
-        out.push('}');
-        out
+        out.push(b'}');
+        // Keys are escaped UTF-8 and values are serde_json's own output: valid UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -175,6 +221,33 @@ mod tests {
         let text = r.visible_json();
         assert_eq!(text, Value::Object(r.visible()).to_string());
         assert_eq!(Registers::default().visible_json(), "{}");
+    }
+
+    #[test]
+    fn visible_json_with_once_equals_writing_once_first() {
+        let mut r = Registers::default();
+        r.write(
+            s(5),
+            &obj(json!({"set": 1})),
+            &obj(json!({"early": "stored", "late": "stored"})),
+            &["gone".into()],
+        );
+        for (key, stamp) in [
+            ("early", 9),
+            ("late", 1),
+            ("new", 3),
+            ("set", 0),
+            ("gone", 0),
+        ] {
+            let value = json!(format!("{key}@{stamp}"));
+            let mut written = r.clone();
+            written.write_once(s(stamp), key, &value);
+            assert_eq!(
+                r.visible_json_with_once(Some((key, s(stamp), &value))),
+                written.visible_json(),
+                "{key}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! independent). The sequential part is the cheap one: linking ids and recording events.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeSet, HashMap, VecDeque},
+    num::NonZeroUsize,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -21,6 +23,7 @@ use std::{
 
 use chrono::{DateTime, TimeZone, Utc};
 use hogstream_event::ids::person_uuid;
+use lru::LruCache;
 use rayon::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
@@ -214,12 +217,29 @@ pub struct PersonState {
     queue: VecDeque<(u64, Vec<u8>)>,
     seq: u64,
     committed: Arc<AtomicU64>,
+    /// Components as this stage last wrote them, decoded: a person active again in a later
+    /// batch skips the read and the decode. An entry always equals what its record decodes to
+    /// (every write here replaces it, every removal drops it); a batch takes its components
+    /// out and puts back only those it writes.
+    decoded: LruCache<CompKey, Component>,
 }
+
+/// Decoded components a stage keeps by default (see [`PersonState::with_cache`]).
+pub const DEFAULT_COMPONENT_CACHE: usize = 50_000;
 
 impl PersonState {
     /// `declared` holds the group types of teams that declare them (index = position).
     /// Every call starts a new generation (see `Component::diff`).
     pub fn new(store: StateStore, declared: HashMap<i64, Vec<String>>) -> Result<Self, StateError> {
+        Self::with_cache(store, declared, DEFAULT_COMPONENT_CACHE)
+    }
+
+    /// [`PersonState::new`] keeping up to `components` decoded components (at least one).
+    pub fn with_cache(
+        store: StateStore,
+        declared: HashMap<i64, Vec<String>>,
+        components: usize,
+    ) -> Result<Self, StateError> {
         let generation = match store.get_state(GENERATION)? {
             Some(b) => b.try_into().map(u64::from_be_bytes).unwrap_or_default() + 1,
             None => 1,
@@ -234,16 +254,19 @@ impl PersonState {
             queue: VecDeque::new(),
             seq: 0,
             committed: Arc::new(AtomicU64::new(0)),
+            decoded: LruCache::new(NonZeroUsize::new(components).unwrap_or(NonZeroUsize::MIN)),
         })
     }
 
-    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    /// A record as this stage last wrote or read it: borrowed from the overlay or the records
+    /// read ahead, so the common case copies nothing.
+    fn get(&self, k: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
         if let Some((_, v)) = self.overlay.get(k) {
-            return Ok(v.clone());
+            return Ok(v.as_deref().map(Cow::Borrowed));
         }
         match self.fetched.get(k) {
-            Some(v) => Ok(v.clone()),
-            None => self.store.get_state(k),
+            Some(v) => Ok(v.as_deref().map(Cow::Borrowed)),
+            None => Ok(self.store.get_state(k)?.map(Cow::Owned)),
         }
     }
 
@@ -272,10 +295,17 @@ impl PersonState {
             })
             .collect();
         self.fetch(ids.iter().map(|(t, d)| key(INDEX, *t, d.as_bytes())))?;
-        let comps = ids
+        let mut comps = ids
             .iter()
             .map(|(t, d)| Ok((*t, self.comp_id(work, *t, d)?)))
             .collect::<Result<BTreeSet<CompKey>, StateError>>()?;
+        comps.retain(|k| match self.decoded.pop(k) {
+            Some(c) => {
+                work.comps.insert(k.clone(), c);
+                false
+            }
+            None => true,
+        });
         self.fetch(comps.iter().map(|(t, c)| key(COMPONENT, *t, c.as_bytes())))?;
         let this = &*self;
         let decoded = comps
@@ -628,7 +658,7 @@ impl PersonState {
             }
         }
 
-        out.writes = self.writes(&work)?;
+        out.writes = self.writes(&mut work)?;
         // Freeing a batch's records, components and resolutions is a visible share of the
         // sequential path: the pool frees them while the caller goes on.
         let fetched = std::mem::take(&mut self.fetched);
@@ -636,29 +666,35 @@ impl PersonState {
         Ok(out)
     }
 
-    fn writes(&mut self, work: &Work) -> Result<PendingWrites, StateError> {
+    /// The batch's state writes; the components written move into the decoded cache.
+    fn writes(&mut self, work: &mut Work) -> Result<PendingWrites, StateError> {
         fn encode<T: Serialize>(v: &T) -> Vec<u8> {
             postcard::to_allocvec(v).expect("state records always encode")
         }
         let mut writes = Vec::new();
         for k in &work.removed {
+            self.decoded.pop(k);
             writes.push((key(COMPONENT, k.0, k.1.as_bytes()), None));
         }
         for ((team_id, did), comp) in &work.index {
             let v = comp.as_ref().map(|c| c.as_bytes().to_vec());
             writes.push((key(INDEX, *team_id, did.as_bytes()), v));
         }
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = work
-            .touched
-            .union(&work.dirty)
-            .collect::<Vec<_>>()
-            .into_par_iter()
+        let written: Vec<&CompKey> = work.touched.union(&work.dirty).collect();
+        let comps = &work.comps;
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = written
+            .par_iter()
             .map(|k| {
-                let record = encode(&work.comps[k]);
+                let record = encode(&comps[*k]);
                 (key(COMPONENT, k.0, k.1.as_bytes()), Some(record))
             })
             .collect();
         writes.extend(encoded);
+        for k in written {
+            if let Some(c) = work.comps.remove(k) {
+                self.decoded.put(k.clone(), c);
+            }
+        }
         for team_id in &work.types_dirty {
             writes.push((
                 key(GROUP_TYPES, *team_id, &[]),

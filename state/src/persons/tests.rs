@@ -146,7 +146,10 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
         v.into()
     };
     let mut ch = ClickHouse::default();
-    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    // Caches of one or three decoded components evict all the time: records are read again.
+    let cache = [1, 3, super::DEFAULT_COMPONENT_CACHE][rng.below(3)];
+    let open = || PersonState::with_cache(store().clone(), HashMap::new(), cache).unwrap();
+    let mut state = open();
     let mut unacked: Vec<(Vec<PersonEvent>, Processed)> = Vec::new();
     while !queue.is_empty() {
         let size = 1 + rng.below(6);
@@ -180,7 +183,7 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
                 e.replay = true;
                 queue.push_front(e);
             }
-            state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+            state = open();
         }
     }
     for (batch, out) in unacked {
