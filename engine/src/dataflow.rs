@@ -173,7 +173,7 @@ fn clickhouse_sink<'s>(
             }
             while inflight.front().is_some_and(|b| b.stored) {
                 let done = inflight.pop_front().expect("checked");
-                if let Err(e) = done.state.iter().try_for_each(|w| w.commit(&shared.store)) {
+                if let Err(e) = PendingWrites::commit_all(&done.state, &shared.store) {
                     // The capability stays held, so nothing from this batch on is committed.
                     tracing::error!(error = %e, "cannot commit person state; stopping");
                     shared.shutdown.store(true, Ordering::Relaxed);
@@ -221,17 +221,28 @@ fn clickhouse_sink<'s>(
     })
 }
 
+/// Next offsets by topic, then partition: keyed by topic first so the read path, once per
+/// message, borrows the name instead of allocating it.
+type NextOffsets = HashMap<String, HashMap<i32, i64>>;
+
 /// Offsets read per epoch, stored once the probe says the epoch's outputs are durable.
 #[derive(Default)]
 struct OffsetLedger {
-    current: HashMap<(String, i32), i64>,
-    pending: BTreeMap<Epoch, HashMap<(String, i32), i64>>,
+    current: NextOffsets,
+    pending: BTreeMap<Epoch, NextOffsets>,
 }
 
 impl OffsetLedger {
     fn read(&mut self, topic: &str, partition: i32, offset: i64) {
-        self.current
-            .insert((topic.to_owned(), partition), offset + 1);
+        match self.current.get_mut(topic) {
+            Some(partitions) => {
+                partitions.insert(partition, offset + 1);
+            }
+            None => {
+                let partitions = HashMap::from([(partition, offset + 1)]);
+                self.current.insert(topic.to_owned(), partitions);
+            }
+        }
     }
 
     fn close_epoch(&mut self, epoch: Epoch) {
@@ -250,9 +261,11 @@ impl OffsetLedger {
         let done = std::mem::replace(&mut self.pending, later);
         let mut merged: HashMap<(String, i32), i64> = HashMap::new();
         for offsets in done.into_values() {
-            for (tp, o) in offsets {
-                let e = merged.entry(tp).or_insert(o);
-                *e = (*e).max(o);
+            for (topic, partitions) in offsets {
+                for (partition, o) in partitions {
+                    let e = merged.entry((topic.clone(), partition)).or_insert(o);
+                    *e = (*e).max(o);
+                }
             }
         }
         merged
@@ -325,18 +338,20 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
                             let mut work = WorkBatch::default();
                             let time = cap.least().copied().unwrap_or_default();
                             let mut session = output.session(&cap);
-                            for container in data {
-                                let before = (work.out.events.len(), work.out.overrides.len(), work.out.persons.len());
-                                let writes = processor.process(container.drain(..), &mut work.out);
-                                if !writes.is_empty() {
-                                    work.state.push(writes);
-                                }
-                                let Some(views) = &ctx.views else { continue };
-                                let (events, overrides, persons) = before;
+                            // Timely hands records over in containers of ~8 KiB (about 60
+                            // records); the person stage pays per call (reads, encoding, one
+                            // synced state write), so everything of this time goes in one call.
+                            let records: Vec<SourceRecord> =
+                                data.flat_map(|container| container.drain(..)).collect();
+                            let writes = processor.process(records, &mut work.out);
+                            if !writes.is_empty() {
+                                work.state.push(writes);
+                            }
+                            if let Some(views) = &ctx.views {
                                 match views.inputs.updates(
-                                    &work.out.events[events..],
-                                    &work.out.overrides[overrides..],
-                                    &work.out.persons[persons..],
+                                    &work.out.events,
+                                    &work.out.overrides,
+                                    &work.out.persons,
                                 ) {
                                     Ok(updates) => session.give_iterator(
                                         updates.into_iter().map(|(u, diff)| Processed::View(u, time, diff)),
@@ -459,13 +474,10 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
             while read < engine.max_poll_records {
                 match consumer.poll(Duration::ZERO) {
                     Some(Ok(msg)) => {
-                        ledger.read(msg.topic(), msg.partition(), msg.offset());
-                        let replay = horizon.read(
-                            &shared.store,
-                            msg.topic(),
-                            msg.partition(),
-                            msg.offset(),
-                        )?;
+                        let (topic, partition, offset) =
+                            (msg.topic(), msg.partition(), msg.offset());
+                        ledger.read(topic, partition, offset);
+                        let replay = horizon.read(&shared.store, topic, partition, offset)?;
                         input.send(source::to_record(&msg, replay));
                         read += 1;
                     }

@@ -430,10 +430,10 @@ impl StateStore {
             let flush =
                 |copies: &mut Vec<Writes>, deletes: &mut Writes| -> Result<(), StateError> {
                     for (store, writes) in stores.iter().zip(copies.iter_mut()) {
-                        store.write_cf(cf, writes)?;
+                        store.write_cf(cf, writes.iter())?;
                         writes.clear();
                     }
-                    self.write_cf(cf, deletes)?;
+                    self.write_cf(cf, deletes.iter())?;
                     deletes.clear();
                     Ok(())
                 };
@@ -516,20 +516,22 @@ impl StateStore {
     }
 
     /// Writes person-state records (`None` deletes) atomically and durably.
-    pub(crate) fn write_state(
+    pub(crate) fn write_state<'w>(
         &self,
-        writes: &[(Vec<u8>, Option<Vec<u8>>)],
+        writes: impl IntoIterator<Item = &'w (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StateError> {
         self.write_cf(CF_PERSONS, writes)
     }
 
-    /// Writes records of `cf` (`None` deletes) atomically and durably.
-    fn write_cf(
+    /// Writes records of `cf` (`None` deletes) atomically and durably, in order (a key written
+    /// twice keeps its last value).
+    fn write_cf<'w>(
         &self,
         cf: &'static str,
-        writes: &[(Vec<u8>, Option<Vec<u8>>)],
+        writes: impl IntoIterator<Item = &'w (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StateError> {
-        if writes.is_empty() {
+        let mut writes = writes.into_iter().peekable();
+        if writes.peek().is_none() {
             return Ok(());
         }
         let cf = self.cf(cf);

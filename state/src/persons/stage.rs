@@ -102,9 +102,17 @@ impl PendingWrites {
     /// Writes the batch's state durably. Batches of one stage must be committed in the order
     /// they were produced.
     pub fn commit(&self, store: &StateStore) -> Result<(), StateError> {
-        store.write_state(&self.writes)?;
-        if let Some(c) = &self.committed {
-            c.fetch_max(self.seq, Ordering::Release);
+        Self::commit_all(std::slice::from_ref(self), store)
+    }
+
+    /// Writes several batches' state, given in the order they were produced, in one durable
+    /// write: one sync instead of one per batch.
+    pub fn commit_all(batches: &[PendingWrites], store: &StateStore) -> Result<(), StateError> {
+        store.write_state(batches.iter().flat_map(|b| &b.writes))?;
+        for b in batches {
+            if let Some(c) = &b.committed {
+                c.fetch_max(b.seq, Ordering::Release);
+            }
         }
         Ok(())
     }
