@@ -102,8 +102,8 @@ impl Processor {
     }
 
     /// Processes `records` into `out` and returns the person-state writes to commit once `out`
-    /// is stored. Never fails: what cannot be processed becomes a dead letter and the records
-    /// around it go on.
+    /// is stored. Never fails: a record that cannot be decoded or normalized becomes a dead
+    /// letter and the records around it go on; a person-state error dead-letters the whole call.
     ///
     /// The per-event work (decoding, rules, plugins, person-event parsing, row building) runs
     /// on the state pool, so one busy team is not held to the one worker that owns it.

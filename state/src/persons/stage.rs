@@ -105,11 +105,14 @@ impl PendingWrites {
         Self::commit_all(std::slice::from_ref(self), store)
     }
 
-    /// Writes several batches' state, given in the order they were produced, in one durable
-    /// write: one sync instead of one per batch.
+    /// Writes several batches' state in one durable write: one sync instead of one per batch.
+    /// They are applied in the order their stage produced them, whatever order they come in
+    /// (a key written by two batches keeps the later batch's value).
     pub fn commit_all(batches: &[PendingWrites], store: &StateStore) -> Result<(), StateError> {
-        store.write_state(batches.iter().flat_map(|b| &b.writes))?;
-        for b in batches {
+        let mut ordered: Vec<&PendingWrites> = batches.iter().collect();
+        ordered.sort_by_key(|b| b.seq);
+        store.write_state(ordered.iter().flat_map(|b| &b.writes))?;
+        for b in ordered {
             if let Some(c) = &b.committed {
                 c.fetch_max(b.seq, Ordering::Release);
             }
@@ -722,5 +725,31 @@ impl PersonState {
             writes,
             committed: Some(Arc::clone(&self.committed)),
         })
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    #[test]
+    fn batches_committed_together_apply_in_the_order_they_were_produced() {
+        let dir = std::env::temp_dir().join(format!("hs-commit-all-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = StateStore::open(&dir, 1 << 20).unwrap();
+        let committed = Arc::new(AtomicU64::new(0));
+        let batch = |seq: u64, value: &[u8]| PendingWrites {
+            seq,
+            writes: vec![(record_key(1, "d"), Some(value.to_vec()))],
+            committed: Some(Arc::clone(&committed)),
+        };
+        // Handed over out of order: the later batch's value must still win.
+        PendingWrites::commit_all(&[batch(2, b"later"), batch(1, b"earlier")], &store).unwrap();
+        assert_eq!(
+            store.get_state(&record_key(1, "d")).unwrap().as_deref(),
+            Some(&b"later"[..])
+        );
+        assert_eq!(committed.load(Ordering::Acquire), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
