@@ -301,13 +301,16 @@ impl Component {
             .map(|p| {
                 // Most persons have one distinct id: its registers are read in place.
                 let mut joined = Registers::default();
-                let registers = match p.distinct_ids.iter().collect::<Vec<_>>().as_slice() {
-                    [did] => self
-                        .distinct_ids
-                        .get(*did)
-                        .map_or(&joined, |s| &s.registers),
-                    dids => {
-                        for s in dids.iter().filter_map(|d| self.distinct_ids.get(*d)) {
+                let registers = match p.distinct_ids.first() {
+                    Some(did) if p.distinct_ids.len() == 1 => {
+                        self.distinct_ids.get(did).map_or(&joined, |s| &s.registers)
+                    }
+                    _ => {
+                        for s in p
+                            .distinct_ids
+                            .iter()
+                            .filter_map(|d| self.distinct_ids.get(d))
+                        {
                             joined.join(&s.registers);
                         }
                         &joined
