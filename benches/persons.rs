@@ -33,7 +33,7 @@ use hogstream_event::CapturedEvent;
 use hogstream_sinks::OutputBatch;
 use hogstream_state::{
     StateStore,
-    persons::{PersonEvent, PersonState, Processed, record_key, reference::Rng},
+    persons::{PendingWrites, PersonEvent, PersonState, Processed, record_key, reference::Rng},
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -218,7 +218,7 @@ fn stage_record(i: usize) -> SourceRecord {
         offset: i as i64,
         timestamp_ms: at.timestamp_millis(),
         key: Some(captured.partition_key().into_bytes()),
-        route: 0,
+        route: hogstream_engine::teams::team_route(STAGE_TOKEN),
         force_personless: false,
         payload: serde_json::to_vec(&captured).expect("encodes"),
         headers: Vec::new(),
@@ -250,7 +250,7 @@ fn stage_rate(dir: &Path, threads: usize, records: &[SourceRecord]) -> f64 {
     for batch in records.chunks(STAGE_BATCH) {
         let mut out = OutputBatch::default();
         let writes = processor.process(batch.to_vec(), &mut out);
-        writes.commit(&store).expect("commit");
+        PendingWrites::commit_all(&writes, &store).expect("commit");
         rows += out.events.len();
     }
     let rate = records.len() as f64 / started.elapsed().as_secs_f64();

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use hogstream_engine::{
     shards::{VIRTUAL_SHARDS, process_of, shard_of},
-    source::team_route,
+    teams::team_route,
 };
 use hogstream_state::{Layout, StateStore};
 

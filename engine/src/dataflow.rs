@@ -343,10 +343,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
                             // synced state write), so everything of this time goes in one call.
                             let records: Vec<SourceRecord> =
                                 data.flat_map(|container| container.drain(..)).collect();
-                            let writes = processor.process(records, &mut work.out);
-                            if !writes.is_empty() {
-                                work.state.push(writes);
-                            }
+                            work.state = processor.process(records, &mut work.out);
                             if let Some(views) = &ctx.views {
                                 match views.inputs.updates(
                                     &work.out.events,

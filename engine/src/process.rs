@@ -1,15 +1,18 @@
 //! The per-worker processing stage: records in, rows, dead letters and person-state writes out.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::Utc;
+use hogstream_event::headers;
 use hogstream_sinks::{
     DeadLetter, OutputBatch,
     tables::events::{self, EventInput, KafkaPosition},
 };
 use hogstream_state::{
     StateStore,
-    persons::{PendingWrites, PersonEvent, PersonState},
+    persons::{
+        Changes, EventPerson, PendingWrites, PersonEvent, PersonState, PersonWarning, Processed,
+    },
 };
 use rayon::prelude::*;
 
@@ -101,9 +104,10 @@ impl Processor {
         })
     }
 
-    /// Processes `records` into `out` and returns the person-state writes to commit once `out`
-    /// is stored. Never fails: a record that cannot be decoded or normalized becomes a dead
-    /// letter and the records around it go on; a person-state error dead-letters the whole call.
+    /// Processes `records` into `out` and returns the person-state writes to commit, in order,
+    /// once `out` is stored. Never fails: a record that cannot be decoded or normalized, or that
+    /// reached this worker without belonging to it, becomes a dead letter and the records around
+    /// it go on; a person-state error dead-letters the events of the team it happened in.
     ///
     /// The per-event work (decoding, rules, plugins, person-event parsing, row building) runs
     /// on the state pool, so one busy team is not held to the one worker that owns it.
@@ -111,7 +115,7 @@ impl Processor {
         &mut self,
         records: impl IntoIterator<Item = SourceRecord>,
         out: &mut OutputBatch,
-    ) -> PendingWrites {
+    ) -> Vec<PendingWrites> {
         let _stage = tracing::debug_span!("stage.process").entered();
         let pool = Arc::clone(&self.state_pool);
         let records: Vec<SourceRecord> = records.into_iter().collect();
@@ -122,7 +126,7 @@ impl Processor {
         &mut self,
         records: Vec<SourceRecord>,
         out: &mut OutputBatch,
-    ) -> PendingWrites {
+    ) -> Vec<PendingWrites> {
         let (teams, rules) = (&*self.teams, &*self.rules);
         let outcomes: Vec<Outcome> = records
             .par_iter()
@@ -132,6 +136,9 @@ impl Processor {
         let seen = records.len() as u64;
         for (record, outcome) in records.into_iter().zip(outcomes) {
             match outcome {
+                Outcome::Event(event, _) if teams.route(event.team_id) != Some(record.route) => {
+                    misrouted(record, out);
+                }
                 Outcome::Event(event, warnings) => {
                     for w in &warnings {
                         out.push_warning(w.team_id, w.kind, &w.details, w.at);
@@ -170,12 +177,17 @@ impl Processor {
             })
             .collect();
         let persons_span = tracing::debug_span!("stage.persons", events = person_events.len());
-        let processed = match persons_span.in_scope(|| self.persons.process(&person_events)) {
-            Ok(p) => p,
-            Err(err) => {
-                // Nothing of this batch touched state; its events wait in the DLQ for a redrive.
-                tracing::error!(error = %err, events = events.len(), "person state failed");
-                for (record, _) in events {
+        let outcome = persons_span.in_scope(|| self.apply_persons(person_events));
+
+        let mut persons = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(events.len());
+        for ((record, event), person) in events.into_iter().zip(outcome.persons) {
+            match person {
+                Ok(person) => {
+                    persons.push(person);
+                    stored.push((record, event));
+                }
+                Err(err) => {
                     out.bytes += record.payload.len();
                     out.dead_letters.push(dead_letter(
                         record,
@@ -183,18 +195,16 @@ impl Processor {
                         "persons",
                     ));
                 }
-                return PendingWrites::default();
             }
-        };
-
-        for w in &processed.warnings {
+        }
+        for w in &outcome.warnings {
             out.push_warning(w.team_id, w.kind, &w.details, w.at);
         }
         let version = self.versions.next();
-        let stored = events.len() as u64;
-        let rows: Vec<(events::EventRow, i64)> = events
+        let count = stored.len() as u64;
+        let rows: Vec<(events::EventRow, i64)> = stored
             .into_par_iter()
-            .zip(processed.events)
+            .zip(persons)
             .map(|((record, event), person)| {
                 let kafka = KafkaPosition {
                     timestamp_ms: record.timestamp_ms,
@@ -208,10 +218,93 @@ impl Processor {
         for (row, received_ms) in rows {
             out.push_event(row, received_ms);
         }
-        out.push_changes(processed.changes, || self.versions.next());
-        metrics::counter!("hogstream_events_processed_total").increment(stored);
-        processed.writes
+        for changes in outcome.changes {
+            out.push_changes(changes, || self.versions.next());
+        }
+        metrics::counter!("hogstream_events_processed_total").increment(count);
+        outcome.writes
     }
+
+    /// Applies `events` to person state in one call; when that fails (a corrupt record, a read
+    /// error), again team by team, so only the failing team's events are lost to the DLQ. A
+    /// failed call writes nothing, so the retry starts from the same state.
+    fn apply_persons(&mut self, events: Vec<PersonEvent>) -> PersonsOutcome {
+        let mut out = PersonsOutcome::default();
+        let err = match self.persons.process(&events) {
+            Ok(mut p) => {
+                out.persons = p.events.drain(..).map(Ok).collect();
+                out.absorb(p);
+                return out;
+            }
+            Err(err) => err,
+        };
+        tracing::warn!(error = %err, events = events.len(), "person state failed; applying the batch again team by team");
+        let mut persons: Vec<Option<Result<EventPerson, String>>> = vec![None; events.len()];
+        let mut by_team: BTreeMap<i64, (Vec<usize>, Vec<PersonEvent>)> = BTreeMap::new();
+        for (i, e) in events.into_iter().enumerate() {
+            let (indices, team) = by_team.entry(e.team_id).or_default();
+            indices.push(i);
+            team.push(e);
+        }
+        for (team_id, (indices, team)) in by_team {
+            match self.persons.process(&team) {
+                Ok(mut p) => {
+                    for (i, person) in indices.into_iter().zip(p.events.drain(..)) {
+                        persons[i] = Some(Ok(person));
+                    }
+                    out.absorb(p);
+                }
+                Err(err) => {
+                    tracing::error!(team_id, error = %err, events = team.len(), "person state failed; the team's events go to the DLQ");
+                    for i in indices {
+                        persons[i] = Some(Err(err.to_string()));
+                    }
+                }
+            }
+        }
+        out.persons = persons
+            .into_iter()
+            .map(|p| p.expect("every event belongs to one team"))
+            .collect();
+        out
+    }
+}
+
+/// What the person stage made of a batch: per event its person or the error that kept it out,
+/// and what the calls that succeeded produced, in call order.
+#[derive(Default)]
+struct PersonsOutcome {
+    persons: Vec<Result<EventPerson, String>>,
+    warnings: Vec<PersonWarning>,
+    changes: Vec<Changes>,
+    writes: Vec<PendingWrites>,
+}
+
+impl PersonsOutcome {
+    fn absorb(&mut self, p: Processed) {
+        self.warnings.extend(p.warnings);
+        self.changes.push(p.changes);
+        if !p.writes.is_empty() {
+            self.writes.push(p.writes);
+        }
+    }
+}
+
+/// A record whose route is not its event's team's (a producer's token header naming another
+/// team than the payload): this worker does not own its person state, so it must not apply it.
+/// It is dead-lettered without that header, so a redrive routes it by its payload's token.
+fn misrouted(mut record: SourceRecord, out: &mut OutputBatch) {
+    let header = record
+        .headers
+        .iter()
+        .position(|(k, _)| k == headers::TOKEN)
+        .map(|i| record.headers.remove(i).1);
+    let reason = format!(
+        "misrouted: the token header {:?} names another team than the event's token; dead-lettered without it, so a redrive routes the event by its token",
+        header.map(|h| String::from_utf8_lossy(&h).into_owned())
+    );
+    out.bytes += record.payload.len();
+    out.dead_letters.push(dead_letter(record, reason, "route"));
 }
 
 #[cfg(test)]
@@ -228,7 +321,7 @@ mod tests {
             offset,
             timestamp_ms: 1_700_000_000_000,
             key: Some(b"tok:d".to_vec()),
-            route: 0,
+            route: crate::teams::team_route("tok"),
             force_personless: false,
             payload,
             headers: vec![("origin".into(), b"test".to_vec())],
@@ -253,19 +346,31 @@ mod tests {
         .unwrap()
     }
 
-    fn processor(name: &str) -> Processor {
+    /// A processor on a fresh store, which lives as long as the directory returned with it.
+    fn processor() -> (Processor, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = processor_on(StateStore::open(dir.path(), 1 << 20).unwrap());
+        (p, dir)
+    }
+
+    /// Team 9 (`tok`, declaring `company`) and team 10 (`tok10`).
+    fn processor_on(store: StateStore) -> Processor {
         let teams = Arc::new(
-            Teams::new(vec![Team {
-                id: 9,
-                token: "tok".into(),
-                group_types: vec!["company".into()],
-                ..Default::default()
-            }])
+            Teams::new(vec![
+                Team {
+                    id: 9,
+                    token: "tok".into(),
+                    group_types: vec!["company".into()],
+                    ..Default::default()
+                },
+                Team {
+                    id: 10,
+                    token: "tok10".into(),
+                    ..Default::default()
+                },
+            ])
             .unwrap(),
         );
-        let dir = std::env::temp_dir().join(format!("hs-process-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = StateStore::open(&dir, 1 << 20).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
@@ -282,7 +387,7 @@ mod tests {
 
     #[test]
     fn a_bad_record_becomes_a_dead_letter_and_its_neighbours_go_on() {
-        let mut p = processor("dlq");
+        let (mut p, _dir) = processor();
         let good = |n: u128| captured(n, "d", "e", r#"{"event":"e","properties":{"k":1}}"#);
         let mut out = OutputBatch::default();
         let writes = p.process(
@@ -293,7 +398,7 @@ mod tests {
             ],
             &mut out,
         );
-        assert!(!writes.is_empty(), "the person of `d` is new state");
+        assert_eq!(writes.len(), 1, "the person of `d` is new state");
         assert_eq!(out.events.len(), 2);
         assert_eq!(out.events[0].uuid, Uuid::from_u128(1));
         assert_eq!(out.events[1]._offset, 3);
@@ -317,6 +422,94 @@ mod tests {
         assert_eq!(out.distinct_ids.len(), 1);
     }
 
+    fn of_team(token: &str, r: SourceRecord) -> SourceRecord {
+        let mut e: CapturedEvent = serde_json::from_slice(&r.payload).unwrap();
+        e.token = token.into();
+        SourceRecord {
+            route: crate::teams::team_route(token),
+            payload: serde_json::to_vec(&e).unwrap(),
+            ..r
+        }
+    }
+
+    #[test]
+    fn a_corrupt_person_record_dead_letters_only_its_teams_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), 1 << 20).unwrap();
+        store
+            .write_state(&[(
+                hogstream_state::persons::record_key(9, "bad"),
+                Some(b"\xff\xff\xff not a component".to_vec()),
+            )])
+            .unwrap();
+        let mut p = processor_on(store.clone());
+        let page = |n: u128, did: &str| captured(n, did, "$pageview", r#"{"properties":{}}"#);
+        let mut out = OutputBatch::default();
+        let writes = p.process(
+            vec![
+                record(1, page(1, "fine")),
+                record(2, page(2, "bad")),
+                of_team("tok10", record(3, page(3, "other"))),
+            ],
+            &mut out,
+        );
+        let stored: Vec<u64> = out.events.iter().map(|e| e._offset).collect();
+        assert_eq!(
+            stored,
+            [3],
+            "team 10's event is stored; team 9's wait in the DLQ"
+        );
+        assert_eq!(out.events[0].person_id, person_uuid(10, "other"));
+        let mut dead: Vec<i64> = out.dead_letters.iter().map(|d| d.offset).collect();
+        dead.sort_unstable();
+        assert_eq!(dead, [1, 2]);
+        assert!(
+            out.dead_letters
+                .iter()
+                .all(|d| d.step == "persons" && d.reason.contains("component bad"))
+        );
+        assert_eq!(out.persons.len(), 1, "only team 10's person is written");
+        PendingWrites::commit_all(&writes, &store).unwrap();
+        let mut again = processor_on(store);
+        let mut out = OutputBatch::default();
+        again.process(
+            vec![of_team("tok10", record(4, page(4, "other")))],
+            &mut out,
+        );
+        assert_eq!(
+            out.persons.len(),
+            0,
+            "team 10's person was committed: nothing new"
+        );
+        assert_eq!(out.events[0].person_id, person_uuid(10, "other"));
+    }
+
+    #[test]
+    fn an_event_routed_by_another_teams_token_is_dead_lettered_without_that_header() {
+        let (mut p, _dir) = processor();
+        let mut out = OutputBatch::default();
+        let lying = SourceRecord {
+            route: crate::teams::team_route("tok10"),
+            headers: vec![
+                (headers::TOKEN.into(), b"tok10".to_vec()),
+                ("origin".into(), b"test".to_vec()),
+            ],
+            ..record(1, captured(1, "d", "e", r#"{"properties":{}}"#))
+        };
+        let writes = p.process(
+            vec![lying, record(2, captured(2, "d", "e", "{}"))],
+            &mut out,
+        );
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0]._offset, 2, "the neighbour goes on");
+        assert_eq!(writes.len(), 1);
+        assert_eq!(out.dead_letters.len(), 1);
+        let dead = &out.dead_letters[0];
+        assert_eq!((dead.offset, dead.step), (1, "route"));
+        assert!(dead.reason.contains("tok10"), "{}", dead.reason);
+        assert_eq!(dead.headers, vec![("origin".to_string(), b"test".to_vec())]);
+    }
+
     /// `user` identifies as `anon`.
     fn identify_anon(uuid: u128) -> Vec<u8> {
         captured(
@@ -329,7 +522,7 @@ mod tests {
 
     #[test]
     fn a_login_after_personless_browsing_keeps_the_browsing_id_and_writes_no_override() {
-        let mut p = processor("identified-only");
+        let (mut p, _dir) = processor();
         let mut out = OutputBatch::default();
         let personless = r#"{"properties":{"$process_person_profile":false}}"#;
         p.process(
@@ -355,7 +548,7 @@ mod tests {
     fn a_merge_read_again_after_a_crash_rewrites_its_overrides() {
         // Below an earlier run's read horizon, the same merge may have written rows before a
         // crash that the state never learnt of: every id of the component gets its override.
-        let mut p = processor("replayed-merge");
+        let (mut p, _dir) = processor();
         let mut out = OutputBatch::default();
         let replayed = |offset, payload| SourceRecord {
             replay: true,
@@ -381,7 +574,7 @@ mod tests {
 
     #[test]
     fn events_carry_their_person_and_groups_and_need_no_override_when_they_carry_it() {
-        let mut p = processor("persons");
+        let (mut p, _dir) = processor();
         let mut out = OutputBatch::default();
         p.process(
             vec![

@@ -20,7 +20,7 @@ use rdkafka::{
 };
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::{config::KafkaConfig, error::EngineError, record::SourceRecord};
+use crate::{config::KafkaConfig, error::EngineError, record::SourceRecord, teams::team_route};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -300,22 +300,34 @@ fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
         .and_then(|h| h.value)
 }
 
-/// The route of a team's events, from its token: what decides its worker and process.
-pub fn team_route(token: &str) -> u64 {
-    xxh3_64(token.as_bytes())
+/// The route of a message: its team's ([`team_route`]) by the token header capture sets, else
+/// by the token in its payload, else its place (an undecodable message: the worker that gets
+/// it only dead-letters it). Person state is decided per team on one worker, because a merge
+/// may join any two distinct ids of a team; spreading one team over several workers needs
+/// routing by component, which is future work (docs/persons-design.md). The worker checks
+/// that the route is its event's team's (`Processor`): a header naming another team than the
+/// payload does must not let a worker apply another worker's person state.
+fn route(msg: &BorrowedMessage<'_>) -> u64 {
+    route_of(
+        header(msg, headers::TOKEN),
+        msg.payload().unwrap_or_default(),
+        || format!("{}:{}:{}", msg.topic(), msg.partition(), msg.offset()),
+    )
 }
 
-/// The route of a message: its team (token) from capture's headers, else the token part of
-/// its key, else its place. Person state is decided per team on one worker, because a merge
-/// may join any two distinct ids of a team; spreading one team over several workers needs
-/// routing by component, which is future work (docs/persons-design.md).
-fn route(msg: &BorrowedMessage<'_>) -> u64 {
-    if let Some(token) = header(msg, headers::TOKEN) {
-        return xxh3_64(token);
+fn route_of(token_header: Option<&[u8]>, payload: &[u8], place: impl FnOnce() -> String) -> u64 {
+    /// Only the token of a captured event: the rest is skipped unparsed.
+    #[derive(serde::Deserialize)]
+    struct Token<'a> {
+        #[serde(borrow)]
+        token: std::borrow::Cow<'a, str>,
     }
-    match msg.key() {
-        Some(k) => xxh3_64(k.split(|b| *b == b':').next().unwrap_or(k)),
-        None => xxh3_64(format!("{}:{}:{}", msg.topic(), msg.partition(), msg.offset()).as_bytes()),
+    if let Some(token) = token_header.and_then(|t| std::str::from_utf8(t).ok()) {
+        return team_route(token);
+    }
+    match serde_json::from_slice::<Token<'_>>(payload) {
+        Ok(t) => team_route(&t.token),
+        Err(_) => xxh3_64(place().as_bytes()),
     }
 }
 
@@ -407,11 +419,26 @@ pub fn to_record(msg: &BorrowedMessage<'_>, replay: bool) -> SourceRecord {
 mod tests {
 
     #[test]
+    fn a_message_is_routed_by_its_token_header_else_by_its_payload_token_else_by_its_place() {
+        use super::{route_of, team_route};
+        let payload = br#"{"uuid":"x","token":"ph\u0063_a","data":"{}"}"#;
+        let place = || "t:0:7".to_owned();
+        assert_eq!(
+            route_of(Some(b"phc_b"), payload, place),
+            team_route("phc_b")
+        );
+        assert_eq!(route_of(None, payload, place), team_route("phc_a"));
+        assert_eq!(
+            route_of(None, b"{broken", place),
+            xxhash_rust::xxh3::xxh3_64(b"t:0:7")
+        );
+    }
+
+    #[test]
     fn the_read_horizon_marks_what_an_earlier_run_may_have_processed() {
         use super::{HORIZON_STEP, ReadHorizon, StateStore};
-        let dir = std::env::temp_dir().join(format!("hs-horizon-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = StateStore::open(&dir, 1 << 20).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), 1 << 20).unwrap();
         let parts = [("t".to_owned(), 0)];
         let mut first = ReadHorizon::load(&store, &parts).unwrap();
         assert!(
@@ -428,7 +455,6 @@ mod tests {
         assert!(third.read(&store, "t", 0, HORIZON_STEP + 5).unwrap());
         assert!(!third.read(&store, "t", 0, 2 * HORIZON_STEP).unwrap());
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
     use super::{KafkaError, RDKafkaErrorCode, checked_resume, while_coordinator_starts};
 

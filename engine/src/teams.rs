@@ -3,6 +3,13 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The route of a team's events, from its token: what decides its virtual shard, and so the
+/// worker and process that own its person state.
+pub fn team_route(token: &str) -> u64 {
+    xxh3_64(token.as_bytes())
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +35,8 @@ pub struct Team {
 #[derive(Debug, Clone, Default)]
 pub struct Teams {
     by_token: HashMap<String, Team>,
+    /// Team id → [`team_route`] of its token.
+    routes: HashMap<i64, u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -45,12 +54,12 @@ pub enum TeamsError {
 impl Teams {
     pub fn new(teams: Vec<Team>) -> Result<Self, TeamsError> {
         let mut by_token = HashMap::new();
-        let mut ids = std::collections::HashSet::new();
+        let mut routes = HashMap::new();
         for t in teams {
             if t.token.trim().is_empty() {
                 return Err(TeamsError::EmptyToken(t.id));
             }
-            if !ids.insert(t.id) {
+            if routes.insert(t.id, team_route(&t.token)).is_some() {
                 return Err(TeamsError::DuplicateId(t.id));
             }
             let distinct: std::collections::HashSet<&String> = t.group_types.iter().collect();
@@ -64,11 +73,16 @@ impl Teams {
             }
             by_token.insert(t.token.clone(), t);
         }
-        Ok(Self { by_token })
+        Ok(Self { by_token, routes })
     }
 
     pub fn by_token(&self, token: &str) -> Option<&Team> {
         self.by_token.get(token)
+    }
+
+    /// The [`team_route`] of team `id`'s token.
+    pub fn route(&self, id: i64) -> Option<u64> {
+        self.routes.get(&id).copied()
     }
 
     /// Group types of the teams that declare them.
@@ -107,5 +121,7 @@ mod tests {
         let teams = Teams::new(vec![t(1, "a"), t(2, "b")]).unwrap();
         assert_eq!(teams.by_token("b").unwrap().id, 2);
         assert!(teams.by_token("c").is_none());
+        assert_eq!(teams.route(2), Some(team_route("b")));
+        assert_eq!(teams.route(3), None);
     }
 }

@@ -146,11 +146,10 @@ mod tests {
 
     #[test]
     fn progress_deliveries_and_storage_survive_reopen_and_stay_apart() {
-        let dir = std::env::temp_dir().join(format!("hs-plugins-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::tempdir().unwrap();
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
         {
-            let s = StateStore::open(&dir, 1 << 20).unwrap();
+            let s = StateStore::open(dir.path(), 1 << 20).unwrap();
             let web = s.destination("web");
             assert_eq!(web.offset("t", 0).unwrap(), None);
             let at = PartitionOffset {
@@ -162,7 +161,7 @@ mod tests {
             s.destination("web").commit(&[], &[b], 101).unwrap();
             s.plugin_put("web", "k", Some(b"v")).unwrap();
         }
-        let s = StateStore::open(&dir, 1 << 20).unwrap();
+        let s = StateStore::open(dir.path(), 1 << 20).unwrap();
         let web = s.destination("web");
         assert_eq!(web.offset("t", 0).unwrap(), Some(7));
         assert_eq!(s.destination("other").offset("t", 0).unwrap(), None);
@@ -183,6 +182,5 @@ mod tests {
         assert_eq!(s.plugin_get("web", "k").unwrap(), Some(b"v".to_vec()));
         s.plugin_put("web", "k", None).unwrap();
         assert_eq!(s.plugin_get("web", "k").unwrap(), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -515,8 +515,9 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Writes person-state records (`None` deletes) atomically and durably.
-    pub(crate) fn write_state<'w>(
+    /// Writes person-state records (`None` deletes) atomically and durably. Outside the person
+    /// stage this is for tools and tests that put records in place raw (a repair, a fault).
+    pub fn write_state<'w>(
         &self,
         writes: impl IntoIterator<Item = &'w (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StateError> {
@@ -562,10 +563,9 @@ mod tests {
 
     #[test]
     fn offsets_survive_reopen() {
-        let dir = std::env::temp_dir().join(format!("hs-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::tempdir().unwrap();
         {
-            let s = StateStore::open(&dir, 1 << 20).unwrap();
+            let s = StateStore::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(s.offset("t", 0).unwrap(), None);
             s.store_offsets(&[
                 PartitionOffset {
@@ -581,7 +581,7 @@ mod tests {
             ])
             .unwrap();
         }
-        let s = StateStore::open(&dir, 1 << 20).unwrap();
+        let s = StateStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(s.offset("t", 0).unwrap(), Some(42));
         // Without person state the layout may change; with it, a new process count is refused.
         s.claim_layout(sharded(2)).unwrap();
@@ -603,10 +603,9 @@ mod tests {
 
     #[test]
     fn person_state_and_view_inputs_move_by_team_and_the_layout_can_be_set() {
-        let base = std::env::temp_dir().join(format!("hs-move-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        let a = StateStore::open(base.join("a"), 1 << 20).unwrap();
-        let b = StateStore::open(base.join("b"), 1 << 20).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let a = StateStore::open(base.path().join("a"), 1 << 20).unwrap();
+        let b = StateStore::open(base.path().join("b"), 1 << 20).unwrap();
         let record = |team: i64, id: &str| crate::persons::record_key(team, id);
         a.write_state(&[
             (record(1, "x"), Some(b"one".to_vec())),
@@ -669,20 +668,18 @@ mod tests {
             BTreeMap::from([(1, 1)]),
             "the generation key belongs to no team"
         );
-        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
     fn a_store_without_person_state_takes_any_layout_and_reads_open_change_nothing() {
-        let base = std::env::temp_dir().join(format!("hs-ro-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        assert!(StateStore::open_read_only(base.join("none")).is_err());
+        let base = tempfile::tempdir().unwrap();
+        assert!(StateStore::open_read_only(base.path().join("none")).is_err());
         assert!(
-            !base.join("none").exists(),
+            !base.path().join("none").exists(),
             "a read-only open creates nothing"
         );
 
-        let s = StateStore::open(base.join("s"), 1 << 20).unwrap();
+        let s = StateStore::open(base.path().join("s"), 1 << 20).unwrap();
         s.db.put_cf(s.cf(CF_OFFSETS), LAYOUT_KEY, 3u64.to_be_bytes())
             .unwrap();
         s.write_state(&[(b"G".to_vec(), Some(vec![1]))]).unwrap();
@@ -691,7 +688,7 @@ mod tests {
         s.write_state(&[(crate::persons::record_key(5, "x"), Some(vec![1]))])
             .unwrap();
 
-        let r = StateStore::open_read_only(base.join("s")).unwrap();
+        let r = StateStore::open_read_only(base.path().join("s")).unwrap();
         assert_eq!(r.layout().unwrap(), Some(sharded(2)));
         assert_eq!(
             r.person_records_by_team().unwrap(),
@@ -702,14 +699,12 @@ mod tests {
             "refused, and cannot write anyway"
         );
         drop((r, s));
-        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
     fn a_layout_from_before_virtual_shards_is_read_and_refused_with_persons_in_a_cluster() {
-        let dir = std::env::temp_dir().join(format!("hs-legacy-layout-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let s = StateStore::open(&dir, 1 << 20).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path(), 1 << 20).unwrap();
         let legacy = |processes: u64| {
             s.db.put_cf(s.cf(CF_OFFSETS), LAYOUT_KEY, processes.to_be_bytes())
                 .unwrap();
@@ -750,6 +745,5 @@ mod tests {
         let err = s.claim_layout(sharded(2)).unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         drop(s);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -153,14 +153,13 @@ mod tests {
 
     #[test]
     fn records_are_found_by_key_and_read_back_after_a_reopen() {
-        let dir = std::env::temp_dir().join(format!("hs-views-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::tempdir().unwrap();
         let a = event_key(7, "d", 20_000, b"a");
         let b = event_key(7, "d", 20_000, b"b");
         // "d" is not a prefix of "dd": its events are not those of "dd".
         let other = event_key(7, "dd", 20_000, b"a");
         {
-            let store = StateStore::open(&dir, 1 << 20).unwrap();
+            let store = StateStore::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(store.view_events(std::slice::from_ref(&a)).unwrap(), [None]);
             store
                 .put_view_records(&[
@@ -184,7 +183,7 @@ mod tests {
                 [Some(b"ev-a".to_vec()), None]
             );
         }
-        let store = StateStore::open(&dir, 1 << 20).unwrap();
+        let store = StateStore::open(dir.path(), 1 << 20).unwrap();
         let all: Vec<ViewRecord> = store.view_records().collect::<Result<_, _>>().unwrap();
         assert_eq!(
             all,
@@ -194,6 +193,5 @@ mod tests {
                 ViewRecord::Override(b"p".to_vec().into())
             ]
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

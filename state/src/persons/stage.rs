@@ -734,9 +734,8 @@ mod commit_tests {
 
     #[test]
     fn batches_committed_together_apply_in_the_order_they_were_produced() {
-        let dir = std::env::temp_dir().join(format!("hs-commit-all-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = StateStore::open(&dir, 1 << 20).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), 1 << 20).unwrap();
         let committed = Arc::new(AtomicU64::new(0));
         let batch = |seq: u64, value: &[u8]| PendingWrites {
             seq,
@@ -750,6 +749,5 @@ mod commit_tests {
             Some(&b"later"[..])
         );
         assert_eq!(committed.load(Ordering::Acquire), 2);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -27,8 +27,8 @@ use crate::StateStore;
 fn store() -> &'static StateStore {
     static STORE: OnceLock<StateStore> = OnceLock::new();
     STORE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("hs-persons-prop-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Kept for the process's life: the store lives in a static.
+        let dir = tempfile::tempdir().expect("a temporary directory").keep();
         StateStore::open(&dir, 8 << 20).expect("open the test store")
     })
 }
