@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use hogstream_plugin::{Chain, ChainOutcome, PluginEvent};
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::LazyLock};
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::teams::Teams;
 
@@ -81,44 +82,55 @@ const PERSON_EVENTS: &[&str] = &[
     "$groupidentify",
 ];
 
-/// Event properties PostHog copies into `$set` and, as `$initial_*`, into `$set_once`.
-const LIFTED: &[&str] = &[
-    "$browser",
-    "$browser_version",
-    "$os",
-    "$os_version",
-    "$device_type",
-    "$current_url",
-    "$pathname",
-    "$referrer",
-    "$referring_domain",
-    "$app_build",
-    "$app_name",
-    "$app_namespace",
-    "$app_version",
-    "$raw_user_agent",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
-    "gclid",
-    "gad_source",
-    "gclsrc",
-    "dclid",
-    "gbraid",
-    "wbraid",
-    "fbclid",
-    "msclkid",
-    "twclid",
-    "li_fat_id",
-    "mc_cid",
-    "igshid",
-    "ttclid",
-    "rdt_cid",
-    "irclid",
-    "_kx",
+/// Event properties PostHog copies into `$set` and, as `$initial_*`, into `$set_once`: each
+/// with its `$initial_` name.
+const LIFTED: &[(&str, &str)] = &[
+    ("$browser", "$initial_browser"),
+    ("$browser_version", "$initial_browser_version"),
+    ("$os", "$initial_os"),
+    ("$os_version", "$initial_os_version"),
+    ("$device_type", "$initial_device_type"),
+    ("$current_url", "$initial_current_url"),
+    ("$pathname", "$initial_pathname"),
+    ("$referrer", "$initial_referrer"),
+    ("$referring_domain", "$initial_referring_domain"),
+    ("$app_build", "$initial_app_build"),
+    ("$app_name", "$initial_app_name"),
+    ("$app_namespace", "$initial_app_namespace"),
+    ("$app_version", "$initial_app_version"),
+    ("$raw_user_agent", "$initial_raw_user_agent"),
+    ("utm_source", "$initial_utm_source"),
+    ("utm_medium", "$initial_utm_medium"),
+    ("utm_campaign", "$initial_utm_campaign"),
+    ("utm_content", "$initial_utm_content"),
+    ("utm_term", "$initial_utm_term"),
+    ("gclid", "$initial_gclid"),
+    ("gad_source", "$initial_gad_source"),
+    ("gclsrc", "$initial_gclsrc"),
+    ("dclid", "$initial_dclid"),
+    ("gbraid", "$initial_gbraid"),
+    ("wbraid", "$initial_wbraid"),
+    ("fbclid", "$initial_fbclid"),
+    ("msclkid", "$initial_msclkid"),
+    ("twclid", "$initial_twclid"),
+    ("li_fat_id", "$initial_li_fat_id"),
+    ("mc_cid", "$initial_mc_cid"),
+    ("igshid", "$initial_igshid"),
+    ("ttclid", "$initial_ttclid"),
+    ("rdt_cid", "$initial_rdt_cid"),
+    ("irclid", "$initial_irclid"),
+    ("_kx", "$initial__kx"),
 ];
+
+/// [`LIFTED`]'s keys → their place in it: one lookup per property of an event instead of one
+/// per lifted key.
+static LIFTED_INDEX: LazyLock<HashMap<&str, usize, Xxh3DefaultBuilder>> = LazyLock::new(|| {
+    LIFTED
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (*k, i))
+        .collect()
+});
 
 /// Normalizes one captured message: the steps below, in PostHog's order. Each step either
 /// passes the event on or ends it with its [`Outcome`].
@@ -245,11 +257,13 @@ fn admit<'t>(
     let team = teams
         .by_token(&captured.token)
         .ok_or_else(|| dropped("invalid_token", None))?;
-    let drop_key = format!("{}:{}", captured.token, captured.distinct_id);
-    if drop_events
-        .iter()
-        .any(|d| *d == captured.token || *d == drop_key)
-    {
+    let listed = |d: &String| {
+        *d == captured.token
+            || d.strip_prefix(captured.token.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                == Some(captured.distinct_id.as_str())
+    };
+    if drop_events.iter().any(listed) {
         return Err(dropped("drop_list", None));
     }
     if captured.distinct_id.chars().count() > MAX_DISTINCT_ID_CHARS {
@@ -424,6 +438,10 @@ fn event_timestamp(
 }
 
 fn sanitize_event_name(name: &str) -> String {
+    // No more bytes than the limit in characters: nothing to cut (the common case).
+    if name.len() <= MAX_EVENT_NAME_CHARS {
+        return name.to_owned();
+    }
     name.chars().take(MAX_EVENT_NAME_CHARS).collect()
 }
 
@@ -445,19 +463,22 @@ fn merge_top_level(data: &mut Map<String, Value>, properties: &mut Map<String, V
 /// `$set` wins) and `$initial_*` into `$set_once`. `$os` is not lifted for server events.
 fn lift_person_properties(properties: &mut Map<String, Value>) {
     let is_server = properties.get("$is_server") == Some(&Value::Bool(true));
-    let lifted: Vec<(String, Value)> = LIFTED
+    let mut lifted: Vec<(usize, Value)> = properties
         .iter()
-        .filter(|k| !(is_server && (**k == "$os" || **k == "$os_version")))
-        .filter_map(|k| properties.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .filter_map(|(k, v)| LIFTED_INDEX.get(k.as_str()).map(|i| (*i, v)))
+        .filter(|(i, _)| !(is_server && matches!(LIFTED[*i].0, "$os" | "$os_version")))
+        .map(|(i, v)| (i, v.clone()))
         .collect();
     if lifted.is_empty() {
         return;
     }
+    // In PostHog's order of the keys, whatever the event's order.
+    lifted.sort_unstable_by_key(|(i, _)| *i);
     let mut set = take_object(properties, "$set");
     let mut set_once = take_object(properties, "$set_once");
-    for (k, v) in lifted {
-        let initial = format!("$initial_{}", k.trim_start_matches('$'));
-        set.entry(k).or_insert_with(|| v.clone());
+    for (i, v) in lifted {
+        let (key, initial) = LIFTED[i];
+        set.entry(key).or_insert_with(|| v.clone());
         set_once.entry(initial).or_insert(v);
     }
     properties.insert("$set".into(), Value::Object(set));
@@ -678,6 +699,41 @@ mod tests {
             e.properties["$set_once"],
             json!({"$initial_browser":"Firefox","$initial_utm_source":"ads"})
         );
+    }
+
+    #[test]
+    fn lifted_properties_keep_posthogs_order_whatever_the_events() {
+        let data = json!({"event":"e","properties":{"utm_source":"ads","$os":"Linux","$browser":"Firefox"}});
+        let (e, _) = event(normalize(
+            &captured("tok", "e", data),
+            false,
+            &teams(),
+            &Rules::default(),
+        ));
+        let keys = |k: &str| -> Vec<String> {
+            e.properties[k]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(keys("$set"), ["$browser", "$os", "utm_source"]);
+        assert_eq!(
+            keys("$set_once"),
+            ["$initial_browser", "$initial_os", "$initial_utm_source"]
+        );
+    }
+
+    #[test]
+    fn every_lifted_key_has_its_initial_name() {
+        for (key, initial) in LIFTED {
+            assert_eq!(
+                *initial,
+                format!("$initial_{}", key.trim_start_matches('$'))
+            );
+        }
+        assert_eq!(LIFTED_INDEX.len(), LIFTED.len(), "no key twice");
     }
 
     #[test]

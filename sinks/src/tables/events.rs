@@ -122,14 +122,16 @@ pub fn row(
     kafka: &KafkaPosition,
     version: u64,
 ) -> EventRow {
+    const GROUP_PROPERTIES: [&str; MAX_GROUP_TYPES] =
+        ["$group_0", "$group_1", "$group_2", "$group_3", "$group_4"];
     if e.process_person {
         for (index, key) in person.groups {
             e.properties
                 .insert(format!("$group_{index}"), Value::String(key));
         }
     } else {
-        for index in 0..MAX_GROUP_TYPES {
-            e.properties.remove(&format!("$group_{index}"));
+        for name in GROUP_PROPERTIES {
+            e.properties.remove(name);
         }
     }
     EventRow {
