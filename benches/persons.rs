@@ -221,7 +221,7 @@ fn stage_record(i: usize) -> SourceRecord {
         route: hogstream_engine::teams::team_route(STAGE_TOKEN),
         force_personless: false,
         payload: serde_json::to_vec(&captured).expect("encodes"),
-        headers: Vec::new(),
+        headers: Default::default(),
         replay: false,
     }
 }

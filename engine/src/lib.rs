@@ -6,6 +6,7 @@ pub mod config;
 pub mod dataflow;
 pub mod destinations;
 pub mod error;
+mod json;
 pub mod normalize;
 pub mod plugins;
 pub mod process;

@@ -231,7 +231,7 @@ impl Context<'_> {
 fn decode(payload: &[u8]) -> Step<(CapturedEvent, Map<String, Value>)> {
     let captured: CapturedEvent = serde_json::from_slice(payload)
         .map_err(|e| Outcome::DeadLetter(format!("undecodable captured event: {e}")))?;
-    match serde_json::from_str(&captured.data) {
+    match crate::json::parse(&captured.data) {
         Ok(Value::Object(m)) => Ok((captured, m)),
         Ok(_) => Err(Box::new(Outcome::DeadLetter(
             "captured event `data` is not a JSON object".into(),

@@ -80,7 +80,7 @@ fn dead_letter(record: SourceRecord, reason: String, step: &'static str) -> Dead
         payload: record.payload,
         reason,
         step,
-        headers: record.headers,
+        headers: record.headers.to_pairs(),
     }
 }
 
@@ -297,12 +297,16 @@ fn misrouted(mut record: SourceRecord, out: &mut OutputBatch) {
     let header = record
         .headers
         .iter()
-        .position(|(k, _)| k == headers::TOKEN)
-        .map(|i| record.headers.remove(i).1);
+        .find(|(k, _)| *k == headers::TOKEN)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     let reason = format!(
-        "misrouted: the token header {:?} names another team than the event's token; dead-lettered without it, so a redrive routes the event by its token",
-        header.map(|h| String::from_utf8_lossy(&h).into_owned())
+        "misrouted: the token header {header:?} names another team than the event's token; dead-lettered without it, so a redrive routes the event by its token"
     );
+    record.headers = record
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != headers::TOKEN)
+        .collect();
     out.bytes += record.payload.len();
     out.dead_letters.push(dead_letter(record, reason, "route"));
 }
@@ -324,7 +328,7 @@ mod tests {
             route: crate::teams::team_route("tok"),
             force_personless: false,
             payload,
-            headers: vec![("origin".into(), b"test".to_vec())],
+            headers: [("origin", &b"test"[..])].into_iter().collect(),
             replay: false,
         }
     }
@@ -490,10 +494,9 @@ mod tests {
         let mut out = OutputBatch::default();
         let lying = SourceRecord {
             route: crate::teams::team_route("tok10"),
-            headers: vec![
-                (headers::TOKEN.into(), b"tok10".to_vec()),
-                ("origin".into(), b"test".to_vec()),
-            ],
+            headers: [(headers::TOKEN, &b"tok10"[..]), ("origin", &b"test"[..])]
+                .into_iter()
+                .collect(),
             ..record(1, captured(1, "d", "e", r#"{"properties":{}}"#))
         };
         let writes = p.process(
