@@ -201,6 +201,7 @@ impl Processor {
             out.push_warning(w.team_id, w.kind, &w.details, w.at);
         }
         let version = self.versions.next();
+        let created_at = Utc::now();
         let count = stored.len() as u64;
         let rows: Vec<(events::EventRow, i64)> = stored
             .into_par_iter()
@@ -211,7 +212,7 @@ impl Processor {
                     offset: record.offset,
                     partition: record.partition,
                 };
-                let row = events::row(event_input(event), person, &kafka, version);
+                let row = events::row(event_input(event), person, &kafka, version, created_at);
                 (row, record.timestamp_ms)
             })
             .collect();
