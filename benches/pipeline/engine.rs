@@ -157,12 +157,24 @@ fn jsonl_lines(dir: &Path) -> usize {
 
 pub async fn bench() {
     let n = env_number("HOGSTREAM_BENCH_ENGINE_EVENTS", 200_000);
-    // `migrate` created the input topic with PARTITIONS partitions.
-    let setup = Setup::new(2, |_| String::new());
-    let produced = produce(&setup.topic, n, 5_000, false).await;
-    let (base, base_cpu) = passthrough(&setup, n).await;
-    let plain = run_engine(&setup, n, None).await;
-    setup.clean().await;
+    // Rounds of (passthrough, engine) on fresh topics: on a shared machine one pair varies by
+    // ±10–15%, so the target is judged on the median round.
+    let rounds = env_number("HOGSTREAM_BENCH_ENGINE_ROUNDS", 5).max(1);
+    let mut pairs = Vec::new();
+    for _ in 0..rounds {
+        // `migrate` created the input topic with PARTITIONS partitions.
+        let setup = Setup::new(2, |_| String::new());
+        let produced = produce(&setup.topic, n, 5_000, false).await;
+        let (base, base_cpu) = passthrough(&setup, n).await;
+        let plain = run_engine(&setup, n, None).await;
+        setup.clean().await;
+        pairs.push((produced, base, base_cpu, plain));
+    }
+    let ratio =
+        |p: &(f64, f64, Vec<(&'static str, f64, f64)>, EngineRun)| p.3.stored_per_second / p.1;
+    pairs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+    let ratios: Vec<String> = pairs.iter().map(|p| format!("{:.2}", ratio(p))).collect();
+    let (produced, base, base_cpu, plain) = pairs.swap_remove(pairs.len() / 2);
 
     // The same events again, with a JSONL destination: the engine also writes every event to
     // the processed-events topic, and the destination reads and exports them.
@@ -178,7 +190,9 @@ pub async fn bench() {
     setup.clean().await;
 
     let engine = plain.stored_per_second;
-    println!("\n## engine ({n} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process)");
+    println!(
+        "\n## engine ({n} events of ~600 B, {PARTITIONS} partitions, 2 workers, one process; the median of {rounds} rounds)"
+    );
     println!("| what | events/s |");
     println!("|---|---|");
     println!("| filling the topic (rdkafka produce) | {produced:.0} |");
@@ -226,8 +240,9 @@ pub async fn bench() {
         per(plain.services[1].1)
     );
     println!(
-        "ratio engine / passthrough: {:.2} (engine start-up included; target ≥ 0.5: {}); with a destination / without: {:.2}",
+        "ratio engine / passthrough: {:.2}, the median of {rounds} rounds ({}; engine start-up included; target ≥ 0.5: {}); with a destination / without: {:.2}",
         engine / base,
+        ratios.join(", "),
         if engine / base >= 0.5 {
             "met"
         } else {
