@@ -58,7 +58,7 @@ fn distinct_id(i: usize) -> String {
 
 /// What a web SDK's first pageview writes: lifted properties in `$set`, initial ones in
 /// `$set_once`, plus an email and a plan.
-fn first_event(i: usize, n: u64) -> PersonEvent {
+fn first_event(i: usize, n: u64) -> PersonEvent<'static> {
     let plan = ["free", "pro", "enterprise"][i % 3];
     let props = json!({
         "$set": {
@@ -79,7 +79,7 @@ fn first_event(i: usize, n: u64) -> PersonEvent {
     event(i, n, "$pageview", &props)
 }
 
-fn event(i: usize, n: u64, name: &str, props: &Value) -> PersonEvent {
+fn event(i: usize, n: u64, name: &str, props: &Value) -> PersonEvent<'static> {
     PersonEvent::from_event(
         TEAM,
         Uuid::from_u128(u128::from(n) << 64 | i as u128),
@@ -90,14 +90,15 @@ fn event(i: usize, n: u64, name: &str, props: &Value) -> PersonEvent {
         props.as_object().expect("an object"),
         name != "lookup",
     )
+    .into_owned()
 }
 
 /// A personless event: the read path (find the person, no write).
-fn lookup(i: usize, n: u64) -> PersonEvent {
+fn lookup(i: usize, n: u64) -> PersonEvent<'static> {
     event(i, n, "lookup", &json!({}))
 }
 
-fn update(i: usize, n: u64) -> PersonEvent {
+fn update(i: usize, n: u64) -> PersonEvent<'static> {
     let plan = ["free", "pro"][(n % 2) as usize];
     event(
         i,
@@ -147,7 +148,7 @@ fn measure(
     store: &StateStore,
     ids: &[usize],
     seq: &mut u64,
-    make: fn(usize, u64) -> PersonEvent,
+    make: fn(usize, u64) -> PersonEvent<'static>,
 ) -> f64 {
     let started = Instant::now();
     for chunk in ids.chunks(BATCH) {
@@ -289,7 +290,7 @@ fn stage_section(dir: &Path, state_threads: usize, runs: usize) {
 /// The events of identified-only user `i` (posthog-js `person_profiles: 'identified_only'`):
 /// three personless pageviews of the browser's anonymous id, a login (`$identify`), two events
 /// of the user. `late`: the pageviews arrive after the rest (a queue that flushed late).
-fn identified_only(i: usize, late: bool) -> Vec<PersonEvent> {
+fn identified_only(i: usize, late: bool) -> Vec<PersonEvent<'static>> {
     let anon = format!("anon-{i}");
     let user = format!("user-{i}@example.com");
     let at = |k: u64| {
@@ -308,6 +309,7 @@ fn identified_only(i: usize, late: bool) -> Vec<PersonEvent> {
             props.as_object().unwrap(),
             false,
         )
+        .into_owned()
     };
     let person = |k: u64, name: &str, props: Value| {
         PersonEvent::from_event(
@@ -319,6 +321,7 @@ fn identified_only(i: usize, late: bool) -> Vec<PersonEvent> {
             props.as_object().unwrap(),
             true,
         )
+        .into_owned()
     };
     let mut events = vec![
         personless(0),

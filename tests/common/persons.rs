@@ -19,7 +19,7 @@ use super::pipeline::{Pipeline, TEAM_ID, counts_sql};
 /// One event as an SDK sends it to `/batch`.
 pub struct Sent {
     pub body: Value,
-    pub person: PersonEvent,
+    pub person: PersonEvent<'static>,
 }
 
 pub fn at(second: i64) -> DateTime<Utc> {
@@ -51,7 +51,8 @@ pub fn history() -> Vec<Sent> {
                 json!({"company": companies[rng.below(3)], "project": format!("p{}", rng.below(4))}),
             );
         }
-        let person = PersonEvent::from_event(TEAM_ID, uuid, ts, &did, name, &props, process_person);
+        let person = PersonEvent::from_event(TEAM_ID, uuid, ts, &did, name, &props, process_person)
+            .into_owned();
         out.push(Sent {
             body: json!({
                 "event": name,

@@ -74,7 +74,7 @@ impl Person {
     /// Events arrive in stamp order, so a `$set` simply overwrites and a `$set_once` fills
     /// only what is empty.
     fn apply(&mut self, e: &PersonEvent) {
-        for (k, v) in &e.set {
+        for (k, v) in e.set.iter() {
             if !e.unset.contains(k) {
                 self.set.insert(k.clone(), (e.stamp, Some(v.clone())));
             }
@@ -82,7 +82,7 @@ impl Person {
         for k in &e.unset {
             self.set.insert(k.clone(), (e.stamp, None));
         }
-        for (k, v) in &e.set_once {
+        for (k, v) in e.set_once.iter() {
             self.set_once
                 .entry(k.clone())
                 .or_insert((e.stamp, v.clone()));

@@ -256,7 +256,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         })
 }
 
-fn event(team_base: i64, n: usize, s: &Spec) -> PersonEvent {
+fn event(team_base: i64, n: usize, s: &Spec) -> PersonEvent<'static> {
     let obj = |pairs: &[(usize, u8)]| -> Map<String, Value> {
         pairs
             .iter()
@@ -299,6 +299,7 @@ fn event(team_base: i64, n: usize, s: &Spec) -> PersonEvent {
         &props,
         !matches!(s.kind, Kind::Personless),
     )
+    .into_owned()
 }
 
 fn obj_of(v: Value) -> Map<String, Value> {
@@ -306,7 +307,7 @@ fn obj_of(v: Value) -> Map<String, Value> {
 }
 
 /// The same history under another team id, so each run has state of its own.
-fn rebase(events: &[PersonEvent], base: i64) -> Vec<PersonEvent> {
+fn rebase(events: &[PersonEvent<'static>], base: i64) -> Vec<PersonEvent<'static>> {
     events
         .iter()
         .map(|e| PersonEvent {
@@ -363,7 +364,14 @@ fn at(second: i64) -> chrono::DateTime<Utc> {
 }
 
 /// A person-processing event of `team` at `second`, with uuid `n`.
-fn at_event(team: i64, n: u128, second: i64, did: &str, name: &str, props: Value) -> PersonEvent {
+fn at_event(
+    team: i64,
+    n: u128,
+    second: i64,
+    did: &str,
+    name: &str,
+    props: Value,
+) -> PersonEvent<'static> {
     PersonEvent::from_event(
         team,
         Uuid::from_u128(n),
@@ -373,6 +381,7 @@ fn at_event(team: i64, n: u128, second: i64, did: &str, name: &str, props: Value
         &obj_of(props),
         true,
     )
+    .into_owned()
 }
 
 #[test]
@@ -495,6 +504,7 @@ fn personless_browsing_that_arrives_after_the_login_renames_the_person() {
             &obj_of(json!({})),
             false,
         )
+        .into_owned()
     };
     let login = at_event(
         team,
