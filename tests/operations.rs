@@ -1,7 +1,7 @@
 //! Operator tools against the real broker and ClickHouse: `hogstream replay` re-processes a
 //! range without duplicating anything and restores a lost table exactly; `--dry-run` produces
 //! nothing and `--team` selects one team; `hogstream dlq` lists, shows and redrives a fixed dead
-//! letter exactly once.
+//! letter exactly once, and a misrouted event (a token header naming another team) by its payload.
 
 mod common;
 
@@ -462,6 +462,80 @@ fn a_fixed_dead_letter_is_redriven_exactly_once() {
     assert_eq!(forced[0], main[0] + 1, "one more message");
     wait_processed(&p, &p.topic, &forced);
     assert_eq!(p.query_u64(&once).unwrap(), 1, "and deduplicated");
+}
+
+/// A foreign producer whose `token` header names another team than its payload: the event must
+/// not reach the other team's worker's person state. It is dead-lettered without that header,
+/// and a plain redrive then routes it by its payload's token.
+#[test]
+fn an_event_whose_token_header_names_another_team_is_dead_lettered_then_redriven_by_its_payload() {
+    const OTHER_TEAM: i64 = 7;
+    const OTHER_TOKEN: &str = "phc_other_team";
+    let p = Pipeline::with_teams(2, 2, &[(OTHER_TEAM, OTHER_TOKEN)]);
+    p.start_engine();
+    let producer = producer(&p);
+    let uuid = Uuid::now_v7();
+    let value = captured(TOKEN, "lied-about", uuid, "op", &valid_data("op", 1));
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "token",
+        value: Some(OTHER_TOKEN),
+    });
+    producer
+        .send(
+            BaseRecord::<(), _>::to(&p.topic)
+                .payload(&value)
+                .partition(0)
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    // And one without any header or key: routed by its payload, stored.
+    let plain_uuid = Uuid::now_v7();
+    let plain = captured(TOKEN, "plain", plain_uuid, "op", &valid_data("op", 2));
+    producer
+        .send(
+            BaseRecord::<(), _>::to(&p.topic)
+                .payload(&plain)
+                .partition(1),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let plain_once = count_sql(&format!("uuid = '{plain_uuid}' AND team_id = {TEAM_ID}"));
+    assert_eq!(p.wait_for(&plain_once, 1, WAIT), 1, "the headerless event");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut listed = String::new();
+    while Instant::now() < deadline && !listed.contains("misrouted") {
+        std::thread::sleep(Duration::from_millis(500));
+        listed = ok(&p, &["dlq", "list"]);
+    }
+    let row = listed
+        .lines()
+        .find(|l| l.contains("misrouted"))
+        .unwrap_or_else(|| panic!("the misrouted event is dead-lettered:\n{listed}"));
+    assert!(row.contains("route"), "the failed step: {row}");
+    let once = count_sql(&format!("uuid = '{uuid}'"));
+    assert_eq!(
+        p.query_u64(&once).unwrap(),
+        0,
+        "not stored before the redrive"
+    );
+
+    let out = ok(&p, &["dlq", "redrive", "--all", "--step", "route"]);
+    assert!(out.contains("redrove 1 DLQ entr"), "{out}");
+    let ours = count_sql(&format!("uuid = '{uuid}' AND team_id = {TEAM_ID}"));
+    assert_eq!(
+        p.wait_for(&ours, 1, WAIT),
+        1,
+        "stored for its payload's team"
+    );
+    let listed = ok(&p, &["dlq", "list"]);
+    assert_eq!(
+        listed.matches("misrouted").count(),
+        1,
+        "routed right, it is not dead-lettered again:\n{listed}"
+    );
 }
 
 #[test]
