@@ -4,7 +4,9 @@
 //! (tens of keys from a web SDK) regrow their entries and their hash table several times while
 //! they are parsed: a visible share of the engine's CPU in profiles. This visitor builds the
 //! same values, only with room for [`OUTER_KEYS`] keys in the two outer levels; deeper objects
-//! (`$set`, elements) are small and grow as serde_json's do.
+//! (`$set`, elements) are small and grow as serde_json's do. One difference, on purpose: with
+//! its `raw_value` feature serde_json reads an object whose first key is its private raw-value
+//! marker as that raw value; here it is an ordinary key, as it is in the event.
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};

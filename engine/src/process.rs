@@ -227,8 +227,9 @@ impl Processor {
     }
 
     /// Applies `events` to person state in one call; when that fails (a corrupt record, a read
-    /// error), again team by team, so only the failing team's events are lost to the DLQ. A
-    /// failed call writes nothing, so the retry starts from the same state.
+    /// error) and the batch holds several teams, again team by team, so only the failing team's
+    /// events go to the DLQ. A failed call writes nothing, so the retry starts from the same
+    /// state.
     fn apply_persons(&mut self, events: Vec<PersonEvent>) -> PersonsOutcome {
         let mut out = PersonsOutcome::default();
         let err = match self.persons.process(&events) {
@@ -239,13 +240,19 @@ impl Processor {
             }
             Err(err) => err,
         };
+        let mut by_team: BTreeMap<i64, (Vec<usize>, Vec<PersonEvent>)> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            by_team.entry(e.team_id).or_default().0.push(i);
+        }
+        if by_team.len() == 1 {
+            tracing::error!(error = %err, events = events.len(), "person state failed; the team's events go to the DLQ");
+            out.persons = events.iter().map(|_| Err(err.to_string())).collect();
+            return out;
+        }
         tracing::warn!(error = %err, events = events.len(), "person state failed; applying the batch again team by team");
         let mut persons: Vec<Option<Result<EventPerson, String>>> = vec![None; events.len()];
-        let mut by_team: BTreeMap<i64, (Vec<usize>, Vec<PersonEvent>)> = BTreeMap::new();
-        for (i, e) in events.into_iter().enumerate() {
-            let (indices, team) = by_team.entry(e.team_id).or_default();
-            indices.push(i);
-            team.push(e);
+        for e in events {
+            by_team.entry(e.team_id).or_default().1.push(e);
         }
         for (team_id, (indices, team)) in by_team {
             match self.persons.process(&team) {
@@ -299,9 +306,10 @@ fn misrouted(mut record: SourceRecord, out: &mut OutputBatch) {
         .headers
         .iter()
         .find(|(k, _)| *k == headers::TOKEN)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
     let reason = format!(
-        "misrouted: the token header {header:?} names another team than the event's token; dead-lettered without it, so a redrive routes the event by its token"
+        "misrouted: the token header `{header}` names another team than the event's token; dead-lettered without it, so a redrive routes the event by its token"
     );
     record.headers = record
         .headers
@@ -474,6 +482,11 @@ mod tests {
                 .all(|d| d.step == "persons" && d.reason.contains("component bad"))
         );
         assert_eq!(out.persons.len(), 1, "only team 10's person is written");
+        // A batch of that team alone: dead-lettered at once.
+        let mut alone = OutputBatch::default();
+        assert!(p.process(vec![record(5, page(5, "bad"))], &mut alone).is_empty());
+        assert!(alone.events.is_empty());
+        assert_eq!(alone.dead_letters.len(), 1);
         PendingWrites::commit_all(&writes, &store).unwrap();
         let mut again = processor_on(store);
         let mut out = OutputBatch::default();

@@ -76,17 +76,6 @@ pub fn consumer(config: &KafkaConfig) -> Result<SourceConsumer, EngineError> {
 /// Creates the input, dead-letter and processed-events topics that do not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, EngineError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
-    let created = create_missing_topics(&admin, config).await;
-    // Dropping an admin client joins its polling thread, which wakes every 100 ms (~50 ms of
-    // the engine's start-up measured here); nothing needs to wait for that.
-    std::thread::spawn(move || drop(admin));
-    created
-}
-
-async fn create_missing_topics(
-    admin: &AdminClient<DefaultClientContext>,
-    config: &KafkaConfig,
-) -> Result<Vec<String>, EngineError> {
     let metadata = admin.inner().fetch_metadata(None, METADATA_TIMEOUT)?;
     let existing: Vec<&str> = metadata
         .topics()
@@ -313,7 +302,8 @@ fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
 
 /// The route of a message: its team's ([`team_route`]) by the token header capture sets, else
 /// by the token in its payload, else its place (an undecodable message: the worker that gets
-/// it only dead-letters it). Person state is decided per team on one worker, because a merge
+/// it only dead-letters it). A payload normalization can decode always routes by its token, so
+/// only a header can route an event away from its team. Person state is decided per team on one worker, because a merge
 /// may join any two distinct ids of a team; spreading one team over several workers needs
 /// routing by component, which is future work (docs/persons-design.md). The worker checks
 /// that the route is its event's team's (`Processor`): a header naming another team than the
@@ -336,8 +326,13 @@ fn route_of(token_header: Option<&[u8]>, payload: &[u8], place: impl FnOnce() ->
     if let Some(token) = token_header.and_then(|t| std::str::from_utf8(t).ok()) {
         return team_route(token);
     }
-    match serde_json::from_slice::<Token<'_>>(payload) {
-        Ok(t) => team_route(&t.token),
+    if let Ok(t) = serde_json::from_slice::<Token<'_>>(payload) {
+        return team_route(&t.token);
+    }
+    // The envelope in a form the small reader refuses (a JSON array, as serde also reads
+    // structs): decode it whole, as normalization will.
+    match serde_json::from_slice::<hogstream_event::CapturedEvent>(payload) {
+        Ok(e) => team_route(&e.token),
         Err(_) => xxh3_64(place().as_bytes()),
     }
 }
@@ -438,6 +433,10 @@ mod tests {
             route_of(None, b"{broken", place),
             xxhash_rust::xxh3::xxh3_64(b"t:0:7")
         );
+        // serde reads a struct from a JSON array too: normalization would, so routing does.
+        let array = br#"["00000000-0000-0000-0000-000000000001","d","","{}","2026-01-01T00:00:00Z",null,"phc_a","e","2026-01-01T00:00:00Z"]"#;
+        serde_json::from_slice::<hogstream_event::CapturedEvent>(array).expect("decodes");
+        assert_eq!(route_of(None, array, place), team_route("phc_a"));
     }
 
     #[test]
