@@ -484,7 +484,10 @@ mod tests {
         assert_eq!(out.persons.len(), 1, "only team 10's person is written");
         // A batch of that team alone: dead-lettered at once.
         let mut alone = OutputBatch::default();
-        assert!(p.process(vec![record(5, page(5, "bad"))], &mut alone).is_empty());
+        assert!(
+            p.process(vec![record(5, page(5, "bad"))], &mut alone)
+                .is_empty()
+        );
         assert!(alone.events.is_empty());
         assert_eq!(alone.dead_letters.len(), 1);
         PendingWrites::commit_all(&writes, &store).unwrap();
