@@ -240,19 +240,18 @@ impl Processor {
             }
             Err(err) => err,
         };
-        let mut by_team: BTreeMap<i64, (Vec<usize>, Vec<PersonEvent>)> = BTreeMap::new();
-        for (i, e) in events.iter().enumerate() {
-            by_team.entry(e.team_id).or_default().0.push(i);
-        }
-        if by_team.len() == 1 {
+        if events.iter().all(|e| e.team_id == events[0].team_id) {
             tracing::error!(error = %err, events = events.len(), "person state failed; the team's events go to the DLQ");
             out.persons = events.iter().map(|_| Err(err.to_string())).collect();
             return out;
         }
         tracing::warn!(error = %err, events = events.len(), "person state failed; applying the batch again team by team");
         let mut persons: Vec<Option<Result<EventPerson, String>>> = vec![None; events.len()];
-        for e in events {
-            by_team.entry(e.team_id).or_default().1.push(e);
+        let mut by_team: BTreeMap<i64, (Vec<usize>, Vec<PersonEvent>)> = BTreeMap::new();
+        for (i, e) in events.into_iter().enumerate() {
+            let (indices, team) = by_team.entry(e.team_id).or_default();
+            indices.push(i);
+            team.push(e);
         }
         for (team_id, (indices, team)) in by_team {
             match self.persons.process(&team) {

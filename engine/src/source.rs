@@ -303,9 +303,10 @@ fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
 /// The route of a message: its team's ([`team_route`]) by the token header capture sets, else
 /// by the token in its payload, else its place (an undecodable message: the worker that gets
 /// it only dead-letters it). A payload normalization can decode always routes by its token, so
-/// only a header can route an event away from its team. Person state is decided per team on one worker, because a merge
-/// may join any two distinct ids of a team; spreading one team over several workers needs
-/// routing by component, which is future work (docs/persons-design.md). The worker checks
+/// only a header can route an event away from its team. Person state is decided per team on
+/// one worker, because a merge may join any two distinct ids of a team; spreading one team over
+/// several workers needs routing by component, which is future work (docs/persons-design.md).
+/// The worker checks
 /// that the route is its event's team's (`Processor`): a header naming another team than the
 /// payload does must not let a worker apply another worker's person state.
 fn route(msg: &BorrowedMessage<'_>) -> u64 {
