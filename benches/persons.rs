@@ -38,6 +38,9 @@ use hogstream_state::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+#[path = "persons/checkpoint.rs"]
+mod checkpoint;
+
 // The same allocator as the `hogstream` binary.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -127,6 +130,42 @@ fn rss_mib(field: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Loads `n` persons (one first pageview each) into a new store at `dir` through the person
+/// stage on `threads` state threads, then compacts it; returns persons per second.
+fn load(dir: &Path, n: usize, seq: &mut u64, threads: usize) -> f64 {
+    let _ = std::fs::remove_dir_all(dir);
+    pool(threads).install(|| {
+        let store = StateStore::open(dir, CACHE_BYTES).expect("open the store");
+        let mut state = PersonState::new(store.clone(), HashMap::new()).expect("person state");
+        let started = Instant::now();
+        let mut last = Instant::now();
+        for start in (0..n).step_by(BATCH) {
+            let events = (start..(start + BATCH).min(n))
+                .map(|i| {
+                    *seq += 1;
+                    first_event(i, *seq)
+                })
+                .collect();
+            let out = run(&mut state, &store, events);
+            assert!(
+                out.changes.persons.persons.len() >= BATCH.min(n - start),
+                "every first event creates a person"
+            );
+            if last.elapsed() > Duration::from_secs(15) {
+                last = Instant::now();
+                eprintln!(
+                    "  loaded {} persons ({:.0}/s)",
+                    start + BATCH,
+                    (start + BATCH) as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        store.compact().expect("compact");
+        rate
+    })
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
@@ -420,46 +459,24 @@ fn main() {
         identified_section(&dir, 100_000);
         return;
     }
+    if arg.as_deref() == Some("checkpoint") {
+        let n = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with("--"))
+            .nth(1)
+            .map_or(10_000_000, |a| a.parse().expect("the number of persons"));
+        checkpoint::section(&dir, n, state_threads);
+        return;
+    }
     let n: usize = arg.map_or(10_000_000, |a| a.parse().expect("the number of persons"));
-    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "persons benchmark: {n} persons, store {}, block cache {} MiB",
         dir.display(),
         CACHE_BYTES >> 20
     );
-
     let mut seq = 0u64;
     let parallel = pool(state_threads);
-    let load = parallel.install(|| {
-        let store = StateStore::open(&dir, CACHE_BYTES).expect("open the store");
-        let mut state = PersonState::new(store.clone(), HashMap::new()).expect("person state");
-        let started = Instant::now();
-        let mut last = Instant::now();
-        for start in (0..n).step_by(BATCH) {
-            let events = (start..(start + BATCH).min(n))
-                .map(|i| {
-                    seq += 1;
-                    first_event(i, seq)
-                })
-                .collect();
-            let out = run(&mut state, &store, events);
-            assert!(
-                out.changes.persons.persons.len() >= BATCH.min(n - start),
-                "every first event creates a person"
-            );
-            if last.elapsed() > Duration::from_secs(15) {
-                last = Instant::now();
-                eprintln!(
-                    "  loaded {} persons ({:.0}/s)",
-                    start + BATCH,
-                    (start + BATCH) as f64 / started.elapsed().as_secs_f64()
-                );
-            }
-        }
-        let rate = n as f64 / started.elapsed().as_secs_f64();
-        store.compact().expect("compact");
-        rate
-    });
+    let load = load(&dir, n, &mut seq, state_threads);
     let disk = dir_bytes(&dir);
     println!();
     println!("| what | figure |");

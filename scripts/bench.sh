@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs hogstream's benchmarks (release build) against the local broker and ClickHouse and prints
 # their figures beside same-run baselines. Arguments choose benchmarks: capture, engine, views,
-# latency, replay, idle, secure, `persons [N]`, `persons stage`, or `view-state` (views' cost per
-# event and memory, no services needed).
+# latency, replay, idle, secure, checkpoints (the engine with state checkpoints beside without),
+# `persons [N]`, `persons stage`, `checkpoint-state [N]` (checkpoints of N persons' state), or
+# `view-state` (views' cost per event and memory, no services needed).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$HOGSTREAM_ROOT"
@@ -12,6 +13,10 @@ cd "$HOGSTREAM_ROOT"
 # `benches/pipeline` (capture, engine, views, latency, replay, idle, secure).
 if [[ "${1:-}" == view-state ]]; then
   exec cargo bench --bench views
+fi
+if [[ "${1:-}" == checkpoint-state ]]; then
+  shift
+  exec cargo bench --bench persons -- checkpoint "$@"
 fi
 if [[ "${1:-}" == persons ]]; then
   shift

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what hogstream needs for development, tests and the local pipeline, skipping whatever
 # is already there: Debian build packages (and Java 17 with Maven when missing), Prometheus for
-# the monitoring tests, Apache Kafka's broker from Maven Central, chDB (ClickHouse's engine) in a
-# virtualenv, and the npm/PyPI PostHog SDKs used by the integration tests.
+# the monitoring tests, Apache Kafka's broker from Maven Central, SeaweedFS (the S3-compatible
+# object store) from the Go module proxy, chDB (ClickHouse's engine) in a virtualenv, and the
+# npm/PyPI PostHog SDKs used by the integration tests.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -50,6 +51,28 @@ if [ "$(cat "$KAFKA_HOME/pom.sha256" 2>/dev/null)" != "$pom_sum" ]; then
   echo "$pom_sum" >"$KAFKA_HOME/pom.sha256"
 fi
 
+# SeaweedFS, the local S3-compatible object store for state checkpoints: its `weed` command,
+# built from the module's source as the Go module proxy serves it (its go.mod has replace
+# directives, so `go install module@version` refuses it). Complete only once the binary is in
+# place.
+if [ ! -x "$SEAWEEDFS_HOME/weed" ]; then
+  command -v go >/dev/null || die "Go (1.26.6 or newer) is needed to build SeaweedFS, the local object store: install it from https://go.dev/dl, then run scripts/install.sh again"
+  log "building SeaweedFS's weed $SEAWEEDFS_VERSION into $SEAWEEDFS_HOME (once; about 10 minutes on 2 cores)"
+  src="$(go mod download -json "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
+    || die "could not download $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION from the Go module proxy ($(go env GOPROXY))"
+  build="$(mktemp -d)"
+  cp -r "$src"/. "$build"
+  chmod -R u+w "$build"
+  rm -rf "$SEAWEEDFS_HOME.partial"
+  mkdir -p "$SEAWEEDFS_HOME.partial"
+  if ! (cd "$build" && go build -trimpath -ldflags "-s -w" -o "$SEAWEEDFS_HOME.partial/weed" ./weed); then
+    rm -rf "$build" "$SEAWEEDFS_HOME.partial"
+    die "building SeaweedFS failed (output above)"
+  fi
+  rm -rf "$build" "$SEAWEEDFS_HOME"
+  mv "$SEAWEEDFS_HOME.partial" "$SEAWEEDFS_HOME"
+fi
+
 # chDB for the ClickHouse front; cryptography makes the local TLS certificates (scripts/tls.py).
 if ! "$HOGSTREAM_VENV/bin/python" -c 'import chdb, lz4, zstandard, clickhouse_cityhash, cryptography' 2>/dev/null; then
   log "creating the chDB virtualenv in $HOGSTREAM_VENV"
@@ -57,7 +80,7 @@ if ! "$HOGSTREAM_VENV/bin/python" -c 'import chdb, lz4, zstandard, clickhouse_ci
   "$HOGSTREAM_VENV/bin/pip" install --quiet --disable-pip-version-check \
     'chdb-core>=26.9' lz4 zstandard clickhouse-cityhash cryptography
 fi
-log "installed: Apache Kafka $KAFKA_VERSION (Java $(java_major)), chDB $("$HOGSTREAM_VENV/bin/python" -c 'import chdb; print(chdb.engine_version)')"
+log "installed: Apache Kafka $KAFKA_VERSION (Java $(java_major)), chDB $("$HOGSTREAM_VENV/bin/python" -c 'import chdb; print(chdb.engine_version)'), SeaweedFS $SEAWEEDFS_VERSION"
 
 # PostHog's SDKs (PyPI, npm) and Debian's Chromium for the capture integration tests.
 "$HOGSTREAM_ROOT/scripts/install-sdks.sh"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Starts, stops and reports the local services: Apache Kafka (one KRaft broker) and the
-# ClickHouse front over chDB. Both bind to 127.0.0.1. Only processes recorded in this project's pid
-# files are ever signalled, and a pid is only trusted while its command line still names the
-# service.
+# Starts, stops and reports the local services: Apache Kafka (one KRaft broker), the ClickHouse
+# front over chDB and the S3-compatible object store (SeaweedFS). All bind to 127.0.0.1. Only
+# processes recorded in this project's pid files are ever signalled, and a pid is only trusted
+# while its command line still names the service.
 #
-#   scripts/services.sh start|stop|restart|status|kill [kafka|clickhouse|pipeline|all]
+#   scripts/services.sh start|stop|restart|status|kill [kafka|clickhouse|s3|pipeline|all]
 #
 # `kill` sends SIGKILL (a crash drill: the broker fault tests use it); `stop` is graceful.
-# `all` means the two backing services; `pipeline` is hogstream itself (`hogstream run` with
+# `all` means the three backing services; `pipeline` is hogstream itself (`hogstream run` with
 # HOGSTREAM_CONFIG, default hogstream.example.toml), built beforehand. `stop all` stops it too.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -153,6 +153,49 @@ start_clickhouse() {
   log "clickhouse (chDB front) on http://127.0.0.1:$HOGSTREAM_CLICKHOUSE_PORT and https://127.0.0.1:$HOGSTREAM_CLICKHOUSE_HTTPS_PORT (user hogstream), data in $HOGSTREAM_DATA/clickhouse"
 }
 
+# Ready means it answers S3 requests: an unsigned request gets S3's own error document.
+s3_ready() { curl -s --max-time 2 "http://127.0.0.1:$HOGSTREAM_S3_PORT/" 2>/dev/null | grep -q '<Error>\|<ListAllMyBucketsResult'; }
+
+# The store's one identity (`hogstream`, every action) with a secret key made on the first start,
+# like the local TLS passwords; scripts and tests read it from $HOGSTREAM_DATA/s3/secret-key.
+prepare_s3() {
+  local dir="$HOGSTREAM_DATA/s3"
+  mkdir -p "$dir/data"
+  if [ ! -s "$dir/secret-key" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(20))' >"$dir/secret-key")
+  fi
+  (umask 077 && cat >"$dir/identities.json" <<JSON
+{"identities": [{"name": "hogstream",
+  "credentials": [{"accessKey": "hogstream", "secretKey": "$(cat "$dir/secret-key")"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+JSON
+  )
+}
+
+start_s3() {
+  local pid weed="$SEAWEEDFS_HOME/weed"
+  if pid=$(pid_of s3 "weed mini"); then log "s3 already running (pid $pid)"; return; fi
+  [ -x "$weed" ] || die "SeaweedFS is not installed: run scripts/install.sh"
+  for port in "$HOGSTREAM_S3_PORT" "$HOGSTREAM_S3_HTTPS_PORT" "$HOGSTREAM_S3_MASTER_PORT" "$HOGSTREAM_S3_VOLUME_PORT" "$HOGSTREAM_S3_FILER_PORT"; do
+    port_open "$port" && die "port $port is taken by a process these scripts did not start"
+  done
+  make_tls
+  prepare_s3
+  local dir="$HOGSTREAM_DATA/s3"
+  # One process: master, volume server, filer and the S3 gateway; the extras (WebDAV, admin
+  # UI, Iceberg and Lance catalogs, telemetry) are off.
+  (cd "$dir" && exec setsid "$weed" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+      -master.port="$HOGSTREAM_S3_MASTER_PORT" -volume.port="$HOGSTREAM_S3_VOLUME_PORT" \
+      -filer.port="$HOGSTREAM_S3_FILER_PORT" -s3.port="$HOGSTREAM_S3_PORT" \
+      -s3.port.https="$HOGSTREAM_S3_HTTPS_PORT" -s3.cert.file="$TLS_DIR/server.pem" -s3.key.file="$TLS_DIR/server.key" \
+      -s3.port.iceberg=0 -s3.port.lance=0 -webdav=false -admin.ui=false -master.telemetry=false \
+      -s3.config="$dir/identities.json" -bucket=hogstream \
+      >>"$LOG_DIR/s3.log" 2>&1 </dev/null) &
+  echo $! >"$RUN_DIR/s3.pid"
+  wait_until s3 60 s3_ready || { tail_log "$LOG_DIR/s3.log"; die "the object store did not answer S3 requests on 127.0.0.1:$HOGSTREAM_S3_PORT (log above, whole log in $LOG_DIR/s3.log)"; }
+  log "s3 (SeaweedFS) on http://127.0.0.1:$HOGSTREAM_S3_PORT and https://127.0.0.1:$HOGSTREAM_S3_HTTPS_PORT, bucket hogstream, key hogstream (secret in $dir/secret-key), data in $dir/data"
+}
+
 capture_ready() { curl -fsS "http://127.0.0.1:$HOGSTREAM_CAPTURE_PORT/_readiness" >/dev/null 2>&1; }
 
 start_pipeline() {
@@ -190,7 +233,7 @@ kill_one() { # service, pattern: SIGKILL, no shutdown of any kind
 status_one() { # service, pattern, port
   local pid
   if pid=$(pid_of "$1" "$2"); then
-    if [ "$1" = kafka ] && ! kafka_ready; then
+    if { [ "$1" = kafka ] && ! kafka_ready; } || { [ "$1" = s3 ] && ! s3_ready; }; then
       echo "$1: starting (pid $pid, port $3, not answering requests yet)"
       return 1
     fi
@@ -203,9 +246,9 @@ status_one() { # service, pattern, port
 
 targets=()
 case "$which" in
-  all) targets=(kafka clickhouse); [ "$cmd" = stop ] && targets=(pipeline kafka clickhouse) ;;
-  kafka | clickhouse | pipeline) targets=("$which") ;;
-  *) die "unknown service '$which' (kafka, clickhouse, pipeline or all)" ;;
+  all) targets=(kafka clickhouse s3); [ "$cmd" = stop ] && targets=(pipeline kafka clickhouse s3) ;;
+  kafka | clickhouse | s3 | pipeline) targets=("$which") ;;
+  *) die "unknown service '$which' (kafka, clickhouse, s3, pipeline or all)" ;;
 esac
 
 rc=0
@@ -213,6 +256,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     kafka) pattern="kafka.Kafka"; port=$HOGSTREAM_KAFKA_PORT ;;
     clickhouse) pattern="clickhouse_front.py"; port=$HOGSTREAM_CLICKHOUSE_PORT ;;
+    s3) pattern="weed mini"; port=$HOGSTREAM_S3_PORT ;;
     pipeline) pattern="hogstream"; port=$HOGSTREAM_CAPTURE_PORT ;;
   esac
   case "$cmd" in

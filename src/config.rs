@@ -23,6 +23,8 @@ pub struct Config {
     pub plugins: Vec<hogstream_plugin::PluginConfig>,
     /// Views per team, kept current in their ClickHouse tables (docs/views.md).
     pub views: Vec<hogstream_engine::views::ViewConfig>,
+    /// Checkpoints of the engine's state in an object store, and restores from them.
+    pub checkpoints: Option<hogstream_engine::CheckpointConfig>,
 }
 
 /// Environment variables that override the file, for deployment-specific values.
@@ -37,6 +39,23 @@ const ENV_OVERRIDES: &[&str] = &[
     "HOGSTREAM_DATA_DIR",
 ];
 
+/// Where and why a configuration file does not parse, without quoting the offending line: it
+/// may hold a secret written inline, which is exactly what is being refused.
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let place = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(", line {line}, column {column}")
+    });
+    anyhow::anyhow!(
+        "invalid config file {}{}: {}",
+        path.display(),
+        place.unwrap_or_default(),
+        e.message()
+    )
+}
+
 impl Config {
     /// Reads `path` (or the defaults when `None`), applies environment overrides and validates.
     pub fn load(path: Option<&Path>) -> Result<Self> {
@@ -44,8 +63,7 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("invalid config file {}", p.display()))?
+                toml::from_str(&text).map_err(|e| parse_error(p, &text, &e))?
             }
             None => Config::default(),
         };
@@ -112,6 +130,14 @@ impl Config {
         if self.clickhouse.max_rows == 0 || self.clickhouse.max_bytes == 0 {
             bail!("[clickhouse] max_rows and max_bytes must be positive");
         }
+        if let Some(c) = &self.checkpoints {
+            c.store
+                .validate()
+                .map_err(|e| anyhow::anyhow!("[checkpoints.store] {e}"))?;
+            if c.interval < std::time::Duration::from_secs(1) {
+                bail!("[checkpoints] interval must be at least 1s");
+            }
+        }
         if self.teams.is_empty() {
             tracing::warn!(
                 "no [[teams]] configured: the engine will drop every event as invalid_token"
@@ -151,6 +177,23 @@ mod tests {
         assert!(err.to_string().contains("HOGSTREAM_ENGINE_WORKERS=many"));
         c.engine.workers = 0;
         assert!(c.validate().unwrap_err().to_string().contains("workers"));
+    }
+
+    #[test]
+    fn a_parse_error_names_the_place_but_never_quotes_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\nbrokers = \"b:1\"\n\n[kafka.security]\nprotocol = \"sasl_ssl\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(
+            err.contains("line 6, column 12") && err.contains("never written inline"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

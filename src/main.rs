@@ -142,9 +142,21 @@ enum ConfigCommand {
     Check,
 }
 
+/// `90s` → `1m 30s`, as the configuration file writes durations.
+fn humantime_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m {s}s"),
+    }
+}
+
 fn init_logging(format: LogFormat) {
+    // object_store logs each retry at info; its failures reach the log through hogstream's own
+    // messages, once.
     let filter = EnvFilter::try_from_env("HOGSTREAM_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,object_store=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -165,6 +177,7 @@ fn engine_settings(config: &Config, cluster: &ClusterArgs) -> Result<EngineSetti
         plugins: config.plugins.clone(),
         views: config.views.clone(),
         cluster: cluster.to_config()?,
+        checkpoints: config.checkpoints.clone(),
     })
 }
 
@@ -200,8 +213,13 @@ fn spawn_engine(
     flag: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::task::spawn_blocking(move || {
-        hogstream_engine::run(settings, &plugins::registry(), &plugins::views(), flag)
-            .context("engine")
+        hogstream_engine::run(settings, &plugins::registry(), &plugins::views(), flag).map_err(
+            |e| match e {
+                // A refusal is already one line that says which process, why and what to do.
+                hogstream_engine::EngineError::Refused(_) => anyhow::Error::new(e),
+                e => anyhow::Error::new(e).context("engine"),
+            },
+        )
     })
 }
 
@@ -332,6 +350,18 @@ async fn main() -> Result<()> {
                 config.kafka.security, config.kafka.brokers
             );
             println!("{}", config.clickhouse.describe());
+            match &config.checkpoints {
+                Some(c) => println!(
+                    "checkpoints: every {} to {}, keep {}, restore {}",
+                    humantime_duration(c.interval),
+                    c.store,
+                    c.keep,
+                    if c.restore { "on" } else { "off" }
+                ),
+                None => println!(
+                    "checkpoints: none ([checkpoints] is not configured: a lost data_dir cannot be restored)"
+                ),
+            }
             println!("configuration is valid");
         }
         Command::Migrate => {
@@ -348,7 +378,7 @@ async fn main() -> Result<()> {
             check_clickhouse("dlq", &config, IfAbsent::Stop).await?;
             dlq::run(&config, command).await?
         }
-        Command::State { command } => state_tool::run(&config, command)?,
+        Command::State { command } => state_tool::run(&config, command).await?,
         Command::Capture => {
             check_kafka("capture", &capture_kafka(&config), IfAbsent::Wait)?;
             let signals = Signals::listen()?;

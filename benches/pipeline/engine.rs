@@ -94,6 +94,8 @@ pub struct EngineRun {
     cpu_by_thread: BTreeMap<String, f64>,
     /// The engine's peak resident memory.
     peak_resident: u64,
+    /// The engine's `/metrics` once every event was stored.
+    pub metrics: String,
 }
 
 /// Events per second from the engine's start until every event is in `events` (and, with
@@ -131,6 +133,11 @@ pub async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> Eng
         }
         None => None,
     };
+    // `hogstream engine` serves its metrics on the default [engine] metrics_address.
+    let metrics = match reqwest::get("http://127.0.0.1:9464/metrics").await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     EngineRun {
         stored_per_second,
         services,
@@ -138,6 +145,7 @@ pub async fn run_engine(setup: &Setup, n: usize, exported: Option<&Path>) -> Eng
         cpu_seconds: cpu_seconds(engine.pid()),
         cpu_by_thread: cpu_by_thread(engine.pid()),
         peak_resident: peak_resident(engine.pid()),
+        metrics,
     }
 }
 

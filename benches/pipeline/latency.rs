@@ -78,10 +78,24 @@ async fn watch_visibility(
     seen
 }
 
-pub async fn bench() {
-    let rate = env_number("HOGSTREAM_BENCH_RATE", 5_000);
-    let seconds = env_number("HOGSTREAM_BENCH_LATENCY_SECONDS", 20);
-    let setup = Setup::new(2, |_| String::new());
+/// What a sustained load measured.
+pub struct Sustained {
+    pub seconds: usize,
+    pub achieved: f64,
+    /// Capture's 200 → row queryable, sorted.
+    pub visible: Vec<Duration>,
+    /// Capture's receipt → insert, p50/p99/max in ms, over every event.
+    pub receipt: (f64, f64, f64),
+    /// CPU seconds and cores of hogstream, the broker, ClickHouse and the load client.
+    pub used: Vec<(&'static str, f64, f64)>,
+    pub events: f64,
+    /// hogstream's `/metrics` at the end of the load.
+    pub metrics: String,
+}
+
+/// Sends `rate` events/s for `seconds` through `hogstream run` with `setup`'s configuration,
+/// open loop, and measures until every event is stored.
+pub async fn sustained(setup: &Setup, rate: usize, seconds: usize) -> Sustained {
     let run = setup.spawn(&["run"], "run.log");
     let url = setup.url();
     wait_ready(&url).await;
@@ -165,18 +179,49 @@ pub async fn bench() {
     let used = CpuSample::take(&pids).since(&before);
     *done.lock().unwrap() = true;
     let visible = watcher.await.unwrap();
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
 
     let q = |p: f64| {
         format!(
             "SELECT toUInt64(quantileExact({p})(dateDiff('microsecond', timestamp, inserted_at))) FROM events"
         )
     };
-    let (r50, r99, rmax) = (
+    let receipt = (
         setup.count(&q(0.5)).await as f64 / 1e3,
         setup.count(&q(0.99)).await as f64 / 1e3,
         setup.count(&q(1.0)).await as f64 / 1e3,
     );
-    let achieved = (batches * BATCH) as f64 / sent_for.as_secs_f64();
+    drop(run);
+    Sustained {
+        seconds,
+        achieved: (batches * BATCH) as f64 / sent_for.as_secs_f64(),
+        visible,
+        receipt,
+        used,
+        events: (batches * BATCH) as f64,
+        metrics,
+    }
+}
+
+pub async fn bench() {
+    let rate = env_number("HOGSTREAM_BENCH_RATE", 5_000);
+    let seconds = env_number("HOGSTREAM_BENCH_LATENCY_SECONDS", 20);
+    let setup = Setup::new(2, |_| String::new());
+    let load = sustained(&setup, rate, seconds).await;
+    setup.clean().await;
+    let Sustained {
+        achieved,
+        visible,
+        receipt: (r50, r99, rmax),
+        used,
+        events,
+        ..
+    } = load;
     println!(
         "\n## latency ({rate} events/s offered for {seconds} s in {BATCH}-event batches, achieved {achieved:.0}/s; `hogstream run`, 2 workers)"
     );
@@ -197,7 +242,6 @@ pub async fn bench() {
         "target p99 (200 → queryable) < 1 s at ≥ 5000 events/s: {}",
         if met { "met" } else { "NOT met" }
     );
-    let events = (batches * BATCH) as f64;
     println!("\nCPU during the sustained load (until every event was stored):");
     println!("| process | CPU seconds per 100k events | cores on average |");
     println!("|---|---|---|");
@@ -207,6 +251,4 @@ pub async fn bench() {
             seconds / events * 100_000.0
         );
     }
-    drop(run);
-    setup.clean().await;
 }

@@ -9,7 +9,9 @@
 //!   each process ([`latency`]);
 //! - `replay`: `hogstream replay` messages/s beside rdkafka ([`operations`]);
 //! - `idle`: CPU of hogstream and the broker with no traffic ([`operations`]);
-//! - `secure`: capture and the engine through TLS + SCRAM and HTTPS beside plaintext ([`secure`]).
+//! - `secure`: capture and the engine through TLS + SCRAM and HTTPS beside plaintext ([`secure`]);
+//! - `checkpoints` (only when named): the engine with state checkpoints to the object store
+//!   beside the same runs without ([`checkpoints`]).
 //!
 //! Run with `scripts/bench.sh [capture|engine|latency|replay|idle|secure]` (starts the services, builds
 //! in release); no argument runs them all. Sizes: `HOGSTREAM_BENCH_ENGINE_EVENTS` (200,000),
@@ -18,6 +20,7 @@
 //! `HOGSTREAM_BENCH_IDLE_SECONDS` (20).
 
 mod capture;
+mod checkpoints;
 mod engine;
 mod latency;
 mod operations;
@@ -52,5 +55,9 @@ async fn main() {
     }
     if run("secure") {
         secure::bench().await;
+    }
+    // Not in the default set: it runs for about ten minutes.
+    if wanted.iter().any(|w| w == "checkpoints") {
+        checkpoints::bench().await;
     }
 }

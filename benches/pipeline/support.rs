@@ -63,6 +63,27 @@ fn services_data() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/data"))
 }
 
+/// A `[checkpoints]` section for the local object store of `scripts/services.sh` (SeaweedFS),
+/// under a prefix of the benchmark's own.
+pub fn checkpoints_section(interval: &str) -> String {
+    let port = std::env::var("HOGSTREAM_S3_PORT").unwrap_or_else(|_| "8333".into());
+    format!(
+        "[checkpoints]\ninterval = \"{interval}\"\nkeep = 3\n[checkpoints.store]\nurl = \"s3://hogstream/{}\"\nendpoint = \"http://127.0.0.1:{port}\"\naccess_key_id = \"hogstream\"\nsecret_access_key = {{ file = \"{}\" }}\n",
+        unique("bench-checkpoints"),
+        services_data().join("s3/secret-key").display()
+    )
+}
+
+/// The sum of every series of the counter `name` in a Prometheus text exposition.
+pub fn counter_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |sum, v| sum + v)
+}
+
 /// The pid of a service started by `scripts/services.sh` (`kafka`, `clickhouse`), from its pid
 /// file, so the benchmarks can account for its CPU.
 pub fn service_pid(service: &str) -> Option<u32> {

@@ -122,6 +122,51 @@ impl Default for EngineConfig {
     }
 }
 
+/// `[checkpoints]`: checkpoints of each process's store in an object store, and restores from
+/// them (`crate::recovery`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Where checkpoints are kept (`s3://bucket/prefix`, an S3-compatible endpoint,
+    /// credentials). One prefix per engine cluster.
+    pub store: hogstream_objects::ObjectStoreConfig,
+    /// Time from the start of one checkpoint to the start of the next.
+    #[serde(
+        default = "CheckpointConfig::default_interval",
+        with = "humantime_serde"
+    )]
+    pub interval: Duration,
+    /// Finished checkpoints kept per process; older ones and the files only they name are
+    /// deleted.
+    #[serde(default = "CheckpointConfig::default_keep")]
+    pub keep: usize,
+    /// Restore the newest checkpoint at start-up when the process's store is missing, empty or
+    /// unreadable while the cluster had processed events, or when `hogstream state resize`
+    /// made one for a new layout. Off: the engine refuses to start instead, and says why.
+    #[serde(default)]
+    pub restore: bool,
+}
+
+impl CheckpointConfig {
+    fn default_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn default_keep() -> usize {
+        5
+    }
+
+    /// A configuration for `store` with every other key at its default.
+    pub fn new(store: hogstream_objects::ObjectStoreConfig) -> Self {
+        Self {
+            store,
+            interval: Self::default_interval(),
+            keep: Self::default_keep(),
+            restore: false,
+        }
+    }
+}
+
 /// Timely cluster placement of this process (`-n`, `-p`, hostfile).
 #[derive(Debug, Clone, Default)]
 pub struct ClusterConfig {
@@ -144,4 +189,6 @@ pub struct EngineSettings {
     /// The `[[views]]` entries.
     pub views: Vec<crate::views::ViewConfig>,
     pub cluster: ClusterConfig,
+    /// `[checkpoints]`, when configured.
+    pub checkpoints: Option<CheckpointConfig>,
 }

@@ -28,6 +28,11 @@ pub enum EngineError {
     StatePool(#[from] rayon::ThreadPoolBuildError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The engine must not start as things are; the message names the cause and the remedy.
+    #[error("{0}")]
+    Refused(String),
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@ pub mod normalize;
 pub mod plugins;
 pub mod process;
 pub mod record;
+pub mod recovery;
 pub mod shards;
 pub mod source;
 pub mod teams;
+pub mod telemetry;
 pub mod views;
 
 use std::sync::{
@@ -22,9 +24,8 @@ use std::sync::{
 };
 
 use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, Outputs, ProcessedProducer};
-use hogstream_state::{Layout, StateStore};
 
-pub use config::{ClusterConfig, EngineConfig, EngineSettings, KafkaConfig};
+pub use config::{CheckpointConfig, ClusterConfig, EngineConfig, EngineSettings, KafkaConfig};
 pub use error::EngineError;
 
 fn timely_config(settings: &EngineSettings) -> timely::Config {
@@ -87,16 +88,16 @@ pub fn run(
         source::client_config(&settings.kafka),
         &settings.kafka.dlq_topic,
     )?;
-    let state_dir = settings
-        .engine
-        .data_dir
-        .join(format!("process-{}", settings.cluster.process));
-    std::fs::create_dir_all(&state_dir)?;
-    let store = StateStore::open(&state_dir, settings.engine.block_cache_bytes)?;
-    store.claim_layout(Layout {
-        processes: settings.cluster.processes as u64,
-        shards: shards::VIRTUAL_SHARDS,
-    })?;
+    std::fs::create_dir_all(&settings.engine.data_dir)?;
+    let objects = match &settings.checkpoints {
+        Some(c) => Some(
+            hogstream_objects::Objects::connect(&c.store)
+                .map_err(|e| EngineError::Config(format!("[checkpoints] store: {e}")))?,
+        ),
+        None => None,
+    };
+    let recovery::Opened { store, restored } =
+        recovery::open_store(&settings, objects.as_ref(), runtime.handle())?;
 
     let team_ids: Vec<i64> = settings.teams.iter().map(|t| t.id).collect();
     let active_views = views
@@ -166,6 +167,24 @@ pub fn run(
         .thread_name(|i| format!("hs-state-{i}"))
         .build()?;
     let config = timely_config(&settings);
+    let shutdown_timeout = settings.engine.shutdown_timeout;
+    if settings.cluster.processes > 1 {
+        recovery::lost_peer::exit_when_a_peer_is_lost(
+            settings.cluster.addresses.clone(),
+            Arc::clone(&shutdown),
+        );
+    }
+    let checkpointer = match (objects, &settings.checkpoints) {
+        (Some(objects), Some(config)) => Some(recovery::Checkpointer::start(
+            &settings,
+            config.clone(),
+            objects,
+            store.clone(),
+            runtime.handle().clone(),
+            restored.as_ref(),
+        )?),
+        _ => None,
+    };
     let shared = Arc::new(dataflow::WorkerContext {
         rules: Arc::new(normalize::Rules {
             drop_events: settings.engine.drop_events.clone(),
@@ -209,6 +228,11 @@ pub fn run(
     shutdown.store(true, Ordering::Relaxed);
     for thread in plugin_threads {
         let _ = thread.join();
+    }
+    if let Some(checkpointer) = checkpointer {
+        // A drained engine's last checkpoint resumes exactly where it stopped (a move to
+        // another host replays nothing).
+        checkpointer.stop(first_error.is_none(), shutdown_timeout);
     }
     let _ = stop_sink.send(true);
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

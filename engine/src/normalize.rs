@@ -461,7 +461,8 @@ fn merge_top_level(data: &mut Map<String, Value>, properties: &mut Map<String, V
 
 /// PostHog's `personInitialAndUTMProperties`: lifted keys go into `$set` (an explicit client
 /// `$set` wins) and `$initial_*` into `$set_once`. `$os` is not lifted for server events.
-fn lift_person_properties(properties: &mut Map<String, Value>) {
+/// Public for tests that model what the person stage receives.
+pub fn lift_person_properties(properties: &mut Map<String, Value>) {
     let is_server = properties.get("$is_server") == Some(&Value::Bool(true));
     let mut lifted: Vec<(usize, Value)> = properties
         .iter()

@@ -115,12 +115,10 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, EngineEr
     Ok(created)
 }
 
-/// The partitions of `topics` this worker owns: every `peers`-th of the sorted list.
-pub fn assigned_partitions(
-    consumer: &SourceConsumer,
+/// Every partition of `topics`, sorted.
+pub fn all_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topics: &[String],
-    worker: usize,
-    peers: usize,
 ) -> Result<Vec<(String, i32)>, EngineError> {
     let mut all = Vec::new();
     for topic in topics {
@@ -132,7 +130,35 @@ pub fn assigned_partitions(
         }
     }
     all.sort();
-    Ok(all
+    Ok(all)
+}
+
+/// Per partition, its log `[low, high)`: its first retained offset and its end.
+pub type Logs = HashMap<(String, i32), (i64, i64)>;
+
+/// Each partition's log `[low, high)`: its first retained offset and its end.
+pub fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: &[(String, i32)],
+) -> Result<Logs, EngineError> {
+    let mut out = HashMap::new();
+    for (t, p) in partitions {
+        let log = while_coordinator_starts("reading a partition's offsets", || {
+            consumer.fetch_watermarks(t, *p, METADATA_TIMEOUT)
+        })?;
+        out.insert((t.clone(), *p), log);
+    }
+    Ok(out)
+}
+
+/// The partitions of `topics` this worker owns: every `peers`-th of the sorted list.
+pub fn assigned_partitions(
+    consumer: &SourceConsumer,
+    topics: &[String],
+    worker: usize,
+    peers: usize,
+) -> Result<Vec<(String, i32)>, EngineError> {
+    Ok(all_partitions(consumer, topics)?
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % peers == worker)
@@ -157,6 +183,23 @@ pub fn commit_to_group<C: ConsumerContext>(
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         tracing::debug!(error = %e, "kafka group commit failed (monitoring and resize fallback only)");
     }
+    Ok(())
+}
+
+/// Commits `offsets` under the consumer's group and waits for the broker's answer: for a rewind,
+/// which must be durable before anything is read (an asynchronous commit that failed would leave
+/// the group ahead of what a restored store holds).
+pub fn commit_to_group_now<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &[PartitionOffset],
+) -> Result<(), EngineError> {
+    let mut tpl = TopicPartitionList::new();
+    for o in offsets {
+        tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next_offset))?;
+    }
+    while_coordinator_starts("committing rewound offsets", || {
+        consumer.commit(&tpl, CommitMode::Sync)
+    })?;
     Ok(())
 }
 
@@ -226,28 +269,69 @@ fn is_starting(e: &KafkaError) -> bool {
     )
 }
 
+/// Where a worker's partitions resume, and which of them a restore rewound.
+#[derive(Debug, Default)]
+pub struct Assigned {
+    pub resume: HashMap<(String, i32), i64>,
+    /// Partitions resumed before their stored offsets because a restored store of the cluster
+    /// needs them read again: stored and committed before anything is read
+    /// (`recovery::rewind`).
+    pub rewound: Vec<PartitionOffset>,
+}
+
 /// Assigns `partitions` at their resume offsets: the later of the local store and the group's
 /// Kafka commit, else the beginning of the partition. Both are safe lower bounds: the group is
 /// only ever committed after the owning process stored the same offset durably, so the later one
 /// is the newest offset known to be fully processed, even after the partition moved between
-/// processes and back.
+/// processes and back. A restore floor of the cluster (`floors`, offsets may be
+/// [`hogstream_state::lifecycle::FROM_START`]) lowers the resume offset to it: the restored store
+/// holds nothing certain after it.
 pub fn assign(
     consumer: &SourceConsumer,
     store: &StateStore,
     partitions: &[(String, i32)],
-) -> Result<HashMap<(String, i32), i64>, EngineError> {
+    floors: &HashMap<(String, i32), i64>,
+) -> Result<Assigned, EngineError> {
     let committed = group_offsets(consumer, partitions)?;
+    let logs = watermarks(consumer, partitions)?;
     let mut tpl = TopicPartitionList::new();
-    let mut resume = HashMap::new();
+    let mut assigned = Assigned::default();
     for (t, p) in partitions {
-        let group = committed.get(&(t.clone(), *p)).copied();
-        let offset = match store.offset(t, *p)?.max(group) {
+        let key = (t.clone(), *p);
+        let log = logs[&key];
+        let group = committed.get(&key).copied();
+        let stored = store
+            .offset(t, *p)?
+            .max(group)
+            .map(|o| checked_resume(t, *p, o, log));
+        let resume = match (stored, floors.get(&key)) {
+            (Some(o), Some(&floor)) => {
+                let floor = if floor == hogstream_state::lifecycle::FROM_START {
+                    log.0
+                } else {
+                    checked_resume(t, *p, floor, log)
+                };
+                if floor < o {
+                    tracing::info!(
+                        topic = t,
+                        partition = p,
+                        from = o,
+                        to = floor,
+                        "rewound for a restored store of the cluster"
+                    );
+                    assigned.rewound.push(PartitionOffset {
+                        topic: t.clone(),
+                        partition: *p,
+                        next_offset: floor,
+                    });
+                }
+                Some(floor.min(o))
+            }
+            (stored, _) => stored,
+        };
+        let offset = match resume {
             Some(o) => {
-                let log = while_coordinator_starts("reading a partition's offsets", || {
-                    consumer.fetch_watermarks(t, *p, METADATA_TIMEOUT)
-                })?;
-                let o = checked_resume(t, *p, o, log);
-                resume.insert((t.clone(), *p), o);
+                assigned.resume.insert(key, o);
                 Offset::Offset(o)
             }
             None => Offset::Beginning,
@@ -255,7 +339,7 @@ pub fn assign(
         tpl.add_partition_offset(t, *p, offset)?;
     }
     consumer.assign(&tpl)?;
-    Ok(resume)
+    Ok(assigned)
 }
 
 /// A stored resume offset checked against the partition's log `[low, high)`. Past the end, the

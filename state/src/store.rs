@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::error::StateError;
 
-const CF_OFFSETS: &str = "offsets";
+pub(crate) const CF_OFFSETS: &str = "offsets";
 /// Where the offsets column family kept the cluster's process count before virtual shards (no
 /// topic is empty). It now holds [`RETIRED_LAYOUT`].
 const LAYOUT_KEY: &[u8] = b"\0layout";
@@ -70,7 +70,7 @@ pub enum MoveError {
 }
 
 /// Where the engine resumes reading one partition: the next offset to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionOffset {
     pub topic: String,
     pub partition: i32,
@@ -133,7 +133,7 @@ impl std::fmt::Display for Layout {
 }
 
 /// Beside the offsets; topic names cannot start with this byte.
-fn horizon_key(topic: &str, partition: i32) -> Vec<u8> {
+pub(crate) fn horizon_key(topic: &str, partition: i32) -> Vec<u8> {
     let mut k = b"\x01horizon\0".to_vec();
     k.extend_from_slice(&offset_key(topic, partition));
     k
@@ -145,6 +145,21 @@ pub(crate) fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());
     k
+}
+
+/// The partition of an offset key; `None` for the other keys of the offsets column family
+/// (layouts, horizons, …), which start with a byte no topic name does.
+pub(crate) fn parse_offset_key(key: &[u8]) -> Option<(String, i32)> {
+    if key.first().is_none_or(|b| *b < b' ') || key.len() < 6 {
+        return None;
+    }
+    let (topic, rest) = key.split_at(key.len() - 5);
+    let (zero, partition) = rest.split_first()?;
+    if *zero != 0 {
+        return None;
+    }
+    let topic = std::str::from_utf8(topic).ok()?.to_owned();
+    Some((topic, i32::from_be_bytes(partition.try_into().ok()?)))
 }
 
 /// One RocksDB instance shared by the workers of a process.
@@ -358,7 +373,7 @@ impl StateStore {
     }
 
     /// Whether the store holds any team's person, group or view state.
-    fn holds_person_state(&self) -> Result<bool, StateError> {
+    pub(crate) fn holds_person_state(&self) -> Result<bool, StateError> {
         for cf in TEAM_COLUMN_FAMILIES {
             if self.records_of_teams(cf).next().transpose()?.is_some() {
                 return Ok(true);

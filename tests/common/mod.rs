@@ -3,8 +3,10 @@
 //! test with a message that says how to start it, never a silent pass.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod objects;
 pub mod persons;
 pub mod pipeline;
+pub mod views;
 
 use std::{
     net::{TcpStream, ToSocketAddrs},
@@ -46,7 +48,7 @@ pub fn clickhouse_https_url() -> String {
     format!("https://127.0.0.1:{port}")
 }
 
-fn reachable(addr: &str) -> bool {
+pub fn reachable(addr: &str) -> bool {
     addr.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())

@@ -22,6 +22,33 @@ pub struct Sent {
     pub person: PersonEvent<'static>,
 }
 
+impl Sent {
+    /// The event `body` with what the person stage makes of it, the properties normalization
+    /// lifts into `$set`/`$set_once` included (for bodies changed after [`history`] made them).
+    pub fn from_body(body: Value) -> Self {
+        let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+        let mut props: Map<String, Value> =
+            body["properties"].as_object().cloned().unwrap_or_default();
+        hogstream_engine::normalize::lift_person_properties(&mut props);
+        let uuid = Uuid::parse_str(&text("uuid")).unwrap();
+        let ts = DateTime::parse_from_rfc3339(&text("timestamp"))
+            .unwrap()
+            .to_utc();
+        let process_person = props.get("$process_person_profile") != Some(&Value::Bool(false));
+        let person = PersonEvent::from_event(
+            TEAM_ID,
+            uuid,
+            ts,
+            &text("distinct_id"),
+            &text("event"),
+            &props,
+            process_person,
+        )
+        .into_owned();
+        Self { body, person }
+    }
+}
+
 pub fn at(second: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_793_000_000 + second, 0).unwrap()
 }

@@ -94,6 +94,22 @@ impl Pipeline {
         Self::build_on(endpoints, workers, partitions, &[], extra)
     }
 
+    /// Like [`Pipeline::with_teams`], with `extra` TOML appended to the configuration.
+    pub fn with_teams_and_config(
+        workers: usize,
+        partitions: i32,
+        extra_teams: &[(i64, &str)],
+        extra: &str,
+    ) -> Self {
+        Self::build(workers, partitions, extra_teams, extra)
+    }
+
+    /// Rewrites the configuration file (for the next process started).
+    pub fn rewrite_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(text)).unwrap();
+    }
+
     fn build(workers: usize, partitions: i32, extra_teams: &[(i64, &str)], extra: &str) -> Self {
         Self::build_on(
             Endpoints::plain(require_kafka()),
@@ -231,12 +247,20 @@ token = "{TOKEN}"
     }
 
     fn spawn(&self, args: &[&str], log: &str) -> Child {
+        self.spawn_with(args, log, &[])
+    }
+
+    fn spawn_with(&self, args: &[&str], log: &str, env: &[(&str, &PathBuf)]) -> Child {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(log))
             .unwrap();
-        self.command(args)
+        let mut command = self.command(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -294,6 +318,13 @@ token = "{TOKEN}"
     /// Starts the engine as a timely cluster of `processes` processes, one worker each as
     /// configured, connected through a hostfile of free local ports.
     pub fn start_engine_cluster(&self, processes: usize) {
+        self.start_engine_cluster_on(&vec![None; processes]);
+    }
+
+    /// Starts a cluster of `data_dirs.len()` processes; process `i` keeps its store under
+    /// `data_dirs[i]` when given (another host's disk), else under the configured data_dir.
+    pub fn start_engine_cluster_on(&self, data_dirs: &[Option<PathBuf>]) {
+        let processes = data_dirs.len();
         assert!(
             processes <= usize::from(MAX_PROCESSES),
             "at most {MAX_PROCESSES} processes"
@@ -309,17 +340,98 @@ token = "{TOKEN}"
             .collect();
         std::fs::write(&hostfile, hosts.join("\n")).unwrap();
         let mut cluster = self.cluster.lock().unwrap();
-        for i in 0..processes {
+        assert!(cluster.is_empty(), "a cluster is already running");
+        for (i, data_dir) in data_dirs.iter().enumerate() {
             let (n, p, h) = (
                 processes.to_string(),
                 i.to_string(),
                 hostfile.display().to_string(),
             );
-            cluster.push(self.spawn(
-                &["engine", "-n", &n, "-p", &p, "--hostfile", &h],
-                &format!("engine-{i}.log"),
-            ));
+            let args = ["engine", "-n", &n, "-p", &p, "--hostfile", &h];
+            let log = format!("engine-{i}.log");
+            cluster.push(match data_dir {
+                Some(dir) => self.spawn_with(&args, &log, &[("HOGSTREAM_DATA_DIR", dir)]),
+                None => self.spawn(&args, &log),
+            });
         }
+    }
+
+    /// SIGKILL to process `i` of the running cluster.
+    pub fn kill_cluster_process(&self, i: usize) {
+        let mut cluster = self.cluster.lock().unwrap();
+        let child = &mut cluster[i];
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Waits up to `timeout` for process `i` of the cluster to exit; its status, if it did.
+    pub fn wait_cluster_process(
+        &self,
+        i: usize,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.cluster.lock().unwrap()[i].try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM to every process of the cluster, and waits for each; returns whether all
+    /// exited cleanly.
+    pub fn stop_engine_cluster(&self) -> bool {
+        let mut cluster = self.cluster.lock().unwrap();
+        for child in cluster.iter() {
+            signal_term(child);
+        }
+        // Every process is waited for, whatever the others did.
+        let clean: Vec<bool> = cluster
+            .drain(..)
+            .map(|mut c| c.wait().unwrap().success())
+            .collect();
+        clean.into_iter().all(|ok| ok)
+    }
+
+    /// Forgets a cluster whose processes all exited (SIGKILL or on their own).
+    pub fn clear_cluster(&self) {
+        let mut cluster = self.cluster.lock().unwrap();
+        for child in cluster.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        cluster.clear();
+    }
+
+    /// Runs the single-process engine to its exit (an engine that refuses to start exits at
+    /// once) and returns its status and stderr; killed after `timeout` if it is still running.
+    pub fn run_engine_expecting_exit(&self, timeout: Duration) -> (Option<i32>, String) {
+        let log = self.dir.join("engine-refused.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = self
+            .command(&["engine"])
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (status, std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     /// Whether the single-process engine started by [`Pipeline::start_engine`] is still running.
@@ -433,6 +545,20 @@ token = "{TOKEN}"
             .unwrap();
         rt.block_on(self.clickhouse().query(sql).fetch_all::<T>())
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Waits until the team has some event stored (before a crash that must leave something to
+    /// recover); `label` names the case in the failure.
+    pub fn wait_until_something_is_stored(&self, label: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sql = format!("SELECT count() FROM events WHERE team_id = {TEAM_ID}");
+        while self.query_u64(&sql).unwrap_or(0) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{label}: nothing stored within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Runs `sql` returning one UInt64.
