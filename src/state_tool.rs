@@ -390,7 +390,7 @@ fn init(config: &Config, processes: u64, process: u64) -> Result<()> {
     }
     let dir = store_dir(config, process);
     let cache = config.engine.block_cache_bytes;
-    match hogstream_state::Found::at(&dir, cache) {
+    match hogstream_state::Found::at(&dir, cache)? {
         hogstream_state::Found::Missing | hogstream_state::Found::Empty(_) => {}
         hogstream_state::Found::Ready(_) => bail!(
             "{} holds a store already; init only creates one where there is none",

@@ -86,8 +86,13 @@ fn every_alert_names_a_runbook_section_that_names_it_back() {
     let runbook = std::fs::read_to_string(common::repo_root().join("docs/runbook.md")).unwrap();
     let mut sections = std::collections::BTreeMap::new();
     let mut current = String::new();
+    let mut in_code = false;
     for line in runbook.lines() {
-        if line.starts_with('#') {
+        // A `#` in a fenced block is a shell comment or a printed line, not a heading.
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if line.starts_with('#') && !in_code {
             current = anchor(line);
             sections.insert(current.clone(), String::new());
         } else if let Some(body) = sections.get_mut(&current) {
@@ -232,7 +237,7 @@ fn a_real_prometheus_answers_every_dashboard_query_for_a_pipeline_under_load() {
             r#"
 [capture.overflow]
 force_overflow = ["{TOKEN}:hot-user"]
-
+{checkpoints}
 [[plugins]]
 plugin = "jsonl-export"
 id = "export"
@@ -241,7 +246,12 @@ flush_interval = "1s"
 [plugins.config]
 directory = "{}"
 "#,
-            export.display()
+            export.display(),
+            checkpoints = common::objects::checkpoints_section(
+                &common::unique("monitoring-checkpoints"),
+                "3s",
+                false
+            ),
         ),
     );
     p.start_capture();

@@ -164,8 +164,9 @@ fn lost_disk_drill(label: &str, store_down: bool) {
     p.start_engine();
     send(&p, &sent, &parts[0], || {});
     wait_counts(&p, parts[0].len(), label);
-    let checkpoint = wait_for_checkpoint(&p, parts[0].len() as u64);
+    wait_for_checkpoint(&p, parts[0].len() as u64);
     let before_loss = parts[0].len() + parts[1].len();
+    let mut newest_before_part_two: Option<Value> = None;
 
     if store_down {
         // Checkpoints keep coming due every second while the store is killed under them:
@@ -181,6 +182,7 @@ fn lost_disk_drill(label: &str, store_down: bool) {
     } else {
         // No checkpoint after this point: the restore must replay the second part.
         p.kill_engine();
+        newest_before_part_two = Some(checkpoints(&p, 0)[0].clone());
         p.rewrite_config(|c| c.replace("interval = \"1s\"", "interval = \"1h\""));
         p.start_engine();
         send(&p, &sent, &parts[1], || {});
@@ -201,10 +203,15 @@ fn lost_disk_drill(label: &str, store_down: bool) {
     let log = p.engine_log();
     let restored = restored_from(&log);
     assert_eq!(restored.len(), 1, "{label}: one restore\n{log}");
-    if !store_down {
+    if let Some(newest) = newest_before_part_two {
         assert_eq!(
-            restored[0], checkpoint,
-            "{label}: the checkpoint before the second part"
+            restored[0],
+            newest["id"].as_str().unwrap(),
+            "{label}: the newest checkpoint, taken before the second part"
+        );
+        assert!(
+            floor_sum(&p, &newest) < before_loss as u64,
+            "{label}: the restore had the second part to read again"
         );
     }
     assert!(
@@ -244,7 +251,7 @@ fn a_corrupt_or_deleted_store_is_refused_or_restored_never_used_empty() {
     let sent = spread_history();
     let persons: Vec<_> = sent.iter().map(|s| s.person.clone()).collect();
     let expected = final_state(&persons);
-    let parts = shuffled_parts(&sent, 2);
+    let parts = shuffled_parts(&sent, 3);
     let (p, _prefix) = pipeline(1, 2, "1h", false, &[]);
     p.start_capture();
     p.start_engine();
@@ -257,7 +264,7 @@ fn a_corrupt_or_deleted_store_is_refused_or_restored_never_used_empty() {
     assert_eq!(manifests[0]["source"], "shutdown");
     assert!(floor_sum(&p, &manifests[0]) >= parts[0].len() as u64);
 
-    // Drill 3: a table file cut short, as a failing disk leaves it.
+    // Drill 3: a table file cut short, as a failing disk leaves it. Refused with restore off…
     let table = std::fs::read_dir(store_dir(&p))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -274,16 +281,31 @@ fn a_corrupt_or_deleted_store_is_refused_or_restored_never_used_empty() {
     let (status, stderr) = p.run_engine_expecting_exit(Duration::from_secs(60));
     assert_eq!(status, Some(1), "refused:\n{stderr}");
     assert_refusal(&stderr, "cannot be opened", "restore = true");
+    // … and restored with it on: the damaged store is kept aside, the next part builds on the
+    // restored persons.
+    p.rewrite_config(|c| c.replace("restore = false", "restore = true"));
+    p.start_engine();
+    wait_for_restore(&p, "corrupt store");
+    let aside: Vec<_> = std::fs::read_dir(p.dir.join("engine"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("process-0.replaced-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged store is kept aside");
+    send(&p, &sent, &parts[1], || {});
+    wait_counts(&p, parts[0].len() + parts[1].len(), "corrupt");
+    assert!(p.stop_engine(), "{}", p.engine_log());
 
     // Drill 4: the store is gone, and restore is off.
+    let newest = checkpoints(&p, 0)[0]["id"].as_str().unwrap().to_owned();
     lose_disk(&p.dir.join("engine"));
+    p.rewrite_config(|c| c.replace("restore = true", "restore = false"));
     let (status, stderr) = p.run_engine_expecting_exit(Duration::from_secs(60));
     assert_eq!(status, Some(1), "refused:\n{stderr}");
     assert_refusal(&stderr, "is missing", "restore = true");
     assert!(
-        stderr.contains("has committed offsets")
-            && stderr.contains(manifests[0]["id"].as_str().unwrap()),
-        "the refusal says what shows the process had state: {stderr}"
+        stderr.contains("has committed offsets") && stderr.contains(&newest),
+        "the refusal says what shows the process had state, and names the newest checkpoint: {stderr}"
     );
     assert!(!store_dir(&p).exists(), "a refused start creates no store");
     // Without [checkpoints] there is nothing to restore from, and the line says so.
@@ -298,14 +320,16 @@ fn a_corrupt_or_deleted_store_is_refused_or_restored_never_used_empty() {
     );
     std::fs::write(&p.config, with_checkpoints).unwrap();
 
-    // With restore on, the engine restores the checkpoint and goes on where it was.
+    // With restore on, the engine restores the newest checkpoint and goes on where it was.
     p.rewrite_config(|c| c.replace("restore = false", "restore = true"));
     p.start_engine();
-    wait_for_restore(&p, "restored after a refusal");
-    send(&p, &sent, &parts[1], || {});
-    check(&p, &sent, &expected, "restored after a refusal");
-    check_views(&p, "restored after a refusal");
-    assert_eq!(restored_from(&p.engine_log()).len(), 1);
+    wait_for_restore(&p, "deleted store");
+    send(&p, &sent, &parts[2], || {});
+    check(&p, &sent, &expected, "restored twice");
+    check_views(&p, "restored twice");
+    let restored = restored_from(&p.engine_log());
+    assert_eq!(restored.len(), 2, "{restored:?}");
+    assert_eq!(restored[1], newest);
 }
 
 /// One `Error:` line that names `cause` and `remedy`; no panic, no backtrace.

@@ -302,7 +302,6 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     let consumer = source::consumer(&shared.settings.kafka)?;
     let partitions =
         source::assigned_partitions(&consumer, &shared.settings.kafka.input_topics, index, peers)?;
-    let mut horizon = source::ReadHorizon::load(&shared.store, &partitions)?;
     // Every process rewinds to a restored store's floors before anything is read.
     let first_of_process = (index as u64).is_multiple_of(workers);
     let own_floors = if first_of_process {
@@ -310,15 +309,18 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     } else {
         Vec::new()
     };
-    let rewind = recovery::Rewind::exchange(worker, own_floors);
+    let rewind = recovery::Rewind::exchange(worker, own_floors, &shared.shutdown)?;
     let assigned = source::assign(&consumer, &shared.store, &partitions, rewind.floors())?;
     rewind.finish(
         worker,
         first_of_process,
         &shared.store,
         &consumer,
-        &assigned.rewound,
+        &assigned,
+        &shared.shutdown,
     )?;
+    // After the rewind, which may have raised it.
+    let mut horizon = source::ReadHorizon::load(&shared.store, &partitions)?;
     let resume = assigned.resume;
     let shards = shards::shards_of_worker(index as u64, processes, workers);
     metrics::gauge!("hogstream_worker_shards", "worker" => index.to_string()).set(shards as f64);

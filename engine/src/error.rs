@@ -33,6 +33,9 @@ pub enum EngineError {
     Refused(String),
     #[error("checkpoints: {0}")]
     Checkpoint(String),
+    /// The engine was told to stop while this worker waited for the others.
+    #[error("stopped {0}")]
+    Stopped(String),
 }
 
 #[cfg(test)]

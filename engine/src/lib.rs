@@ -28,8 +28,13 @@ use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, Outputs, ProcessedProd
 pub use config::{CheckpointConfig, ClusterConfig, EngineConfig, EngineSettings, KafkaConfig};
 pub use error::EngineError;
 
+/// Worker threads of this process.
+fn settings_workers(settings: &EngineSettings) -> usize {
+    settings.engine.workers.max(1)
+}
+
 fn timely_config(settings: &EngineSettings) -> timely::Config {
-    let threads = settings.engine.workers.max(1);
+    let threads = settings_workers(settings);
     let communication = if settings.cluster.processes > 1 {
         timely::CommunicationConfig::Cluster {
             threads,
@@ -204,25 +209,67 @@ pub fn run(
         views,
         halted: AtomicBool::new(false),
     });
+    // Each worker reports its end as soon as its loop returns: timely then keeps stepping the
+    // worker's dataflows until they complete, which after a failure may be never (a peer that
+    // failed before building a dataflow can no longer take part in it).
+    let (ended, reports) = std::sync::mpsc::channel::<(usize, Result<(), EngineError>)>();
+    let local_workers = settings_workers(&shared.settings);
     let guards = timely::execute(config, move |worker| {
-        let result = dataflow::run_worker(worker, &shared);
+        let index = worker.index();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dataflow::run_worker(worker, &shared)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            Err(EngineError::Worker {
+                worker: index,
+                message,
+            })
+        });
         if result.is_err() {
             // One failed worker stops the others, so the process exits instead of hanging.
             shared.shutdown.store(true, Ordering::Relaxed);
         }
-        result
+        let _ = ended.send((index, result));
     })
     .map_err(EngineError::Timely)?;
 
     let mut first_error = None;
-    for (worker, result) in guards.join().into_iter().enumerate() {
-        let err = match result {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e,
-            Err(message) => EngineError::Worker { worker, message },
-        };
-        tracing::error!(worker, error = %err, "worker failed");
-        first_error.get_or_insert(err);
+    let mut finished = 0;
+    let mut give_up: Option<std::time::Instant> = None;
+    while finished < local_workers {
+        let wait = give_up.map_or(std::time::Duration::from_secs(1), |at| {
+            at.saturating_duration_since(std::time::Instant::now())
+        });
+        match reports.recv_timeout(wait) {
+            Ok((worker, result)) => {
+                finished += 1;
+                if let Err(err) = result {
+                    tracing::error!(worker, error = %err, "worker failed");
+                    first_error.get_or_insert(err);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if give_up.is_some() => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if give_up.is_none() && (first_error.is_some() || shutdown.load(Ordering::Relaxed)) {
+            give_up = Some(std::time::Instant::now() + shutdown_timeout * 2);
+        }
+    }
+    if first_error.is_none() && finished == local_workers {
+        drop(guards);
+    } else {
+        // A failed or stuck cluster: the workers' threads are left to the process's exit.
+        first_error.get_or_insert(EngineError::Stopped(format!(
+            "with {} of {local_workers} workers finished",
+            finished
+        )));
+        std::mem::forget(guards);
     }
     // Destinations and tasks stop on the same flag; they flush and record their place.
     shutdown.store(true, Ordering::Relaxed);

@@ -277,6 +277,8 @@ pub struct Assigned {
     /// needs them read again: stored and committed before anything is read
     /// (`recovery::rewind`).
     pub rewound: Vec<PartitionOffset>,
+    /// Each assigned partition's log when it was assigned.
+    pub logs: Logs,
 }
 
 /// Assigns `partitions` at their resume offsets: the later of the local store and the group's
@@ -339,6 +341,7 @@ pub fn assign(
         tpl.add_partition_offset(t, *p, offset)?;
     }
     consumer.assign(&tpl)?;
+    assigned.logs = logs;
     Ok(assigned)
 }
 

@@ -45,20 +45,38 @@ pub enum Found {
 }
 
 impl Found {
-    /// Opens the store at `path` if there is one, creating nothing when there is none.
-    pub fn at(path: &Path, cache_bytes: usize) -> Self {
+    /// Opens the store at `path` if there is one, creating nothing when there is none. `Err`
+    /// when it cannot be opened for another reason than damage (another process holds its lock,
+    /// permissions, a full disk): nothing to restore, something to fix.
+    pub fn at(path: &Path, cache_bytes: usize) -> Result<Self, StateError> {
         if !path.join("CURRENT").exists() {
-            return Found::Missing;
+            return Ok(Found::Missing);
         }
         let store = match StateStore::open(path, cache_bytes) {
             Ok(store) => store,
-            Err(e) => return Found::Unreadable(e),
+            Err(e) if damaged(&e) => return Ok(Found::Unreadable(e)),
+            Err(e) => return Err(e),
         };
-        match store.holds_anything() {
+        Ok(match store.holds_anything() {
             Ok(false) => Found::Empty(store),
             Ok(true) => Found::Ready(store),
             Err(e) => Found::Unreadable(e),
+        })
+    }
+}
+
+/// Whether an open failed because the store's files are damaged or missing.
+fn damaged(e: &StateError) -> bool {
+    let StateError::Open { source, .. } = e else {
+        return false;
+    };
+    match source.kind() {
+        rocksdb::ErrorKind::Corruption => true,
+        rocksdb::ErrorKind::IOError => {
+            let text = source.to_string();
+            text.contains("No such file") && !text.contains("LOCK")
         }
+        _ => false,
     }
 }
 
@@ -254,12 +272,13 @@ mod tests {
     fn a_store_is_found_missing_empty_ready_or_unreadable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("process-0");
-        assert!(matches!(Found::at(&path, 1 << 20), Found::Missing));
+        let found = |path: &Path| Found::at(path, 1 << 20).unwrap();
+        assert!(matches!(found(&path), Found::Missing));
         assert!(!path.exists(), "looking creates nothing");
 
         let store = StateStore::open(&path, 1 << 20).unwrap();
         drop(store);
-        let Found::Empty(store) = Found::at(&path, 1 << 20) else {
+        let Found::Empty(store) = found(&path) else {
             panic!("a store that holds nothing is empty");
         };
         store
@@ -268,8 +287,11 @@ mod tests {
                 shards: 64,
             })
             .unwrap();
+        // Held by another process (here: open in this one): an error, never "damaged".
+        let err = Found::at(&path, 1 << 20).err().expect("the lock is held");
+        assert!(err.to_string().contains("lock"), "{err}");
         drop(store);
-        assert!(matches!(Found::at(&path, 1 << 20), Found::Ready(_)));
+        assert!(matches!(found(&path), Found::Ready(_)));
 
         // A table file cut short, as a failing disk leaves it.
         let store = StateStore::open(&path, 1 << 20).unwrap();
@@ -290,7 +312,7 @@ mod tests {
             .unwrap()
             .set_len(len / 2)
             .unwrap();
-        match Found::at(&path, 1 << 20) {
+        match found(&path) {
             Found::Unreadable(e) => assert!(e.to_string().contains("rocksdb"), "{e}"),
             _ => panic!("a truncated table file makes the store unreadable"),
         }

@@ -271,6 +271,23 @@ impl StateStore {
         Ok(())
     }
 
+    /// Raises a partition's read horizon to `horizon` (durably) unless it is there already:
+    /// every message before it is treated as a possible replay.
+    pub fn raise_read_horizon(
+        &self,
+        topic: &str,
+        partition: i32,
+        horizon: i64,
+    ) -> Result<(), StateError> {
+        if self
+            .read_horizon(topic, partition)?
+            .is_some_and(|h| h >= horizon)
+        {
+            return Ok(());
+        }
+        self.store_read_horizon(topic, partition, horizon)
+    }
+
     fn offsets_number(
         &self,
         key: &[u8],

@@ -9,7 +9,6 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -33,7 +32,8 @@ const FLOOR_TIME_PATIENCE: Duration = Duration::from_secs(5);
 /// The running schedule.
 pub struct Checkpointer {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Schedule>,
+    /// The schedule, handed back when its thread ends.
+    ended: std::sync::mpsc::Receiver<Schedule>,
 }
 
 struct Schedule {
@@ -84,20 +84,26 @@ impl Checkpointer {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
+        let (hand_back, ended) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
             .name("hs-checkpoints".into())
-            .spawn(move || schedule.run(&flag))?;
-        Ok(Self { stop, thread })
+            .spawn(move || {
+                let _ = hand_back.send(schedule.run(&flag));
+            })?;
+        Ok(Self { stop, ended })
     }
 
     /// Stops the schedule; with `last` (the engine drained and stored every offset), takes a
-    /// final checkpoint first, within `patience`.
+    /// final checkpoint first. Both within `patience`: a schedule still busy then (a broker
+    /// that does not answer) is left behind, and the newest checkpoint stays the restore point.
     pub fn stop(self, last: bool, patience: Duration) {
+        let started = Instant::now();
         self.stop.store(true, Ordering::Relaxed);
-        let Ok(mut schedule) = self.thread.join() else {
-            tracing::error!("the checkpoint thread panicked");
+        let Ok(mut schedule) = self.ended.recv_timeout(patience) else {
+            tracing::warn!("the checkpoint schedule did not stop in time; no final checkpoint");
             return;
         };
+        let patience = patience.saturating_sub(started.elapsed());
         if last {
             match schedule.checkpoint(Source::Shutdown, Some(patience), None) {
                 Ok(m) => tracing::info!(checkpoint = %m.id, "final checkpoint at shutdown"),
@@ -197,9 +203,9 @@ impl Schedule {
         let kafka = &self.settings.kafka;
         let consumer = source::consumer(kafka)?;
         let partitions = source::all_partitions(&consumer, &kafka.input_topics)?;
-        let floors = floors::floors(&consumer, &self.store, &partitions)?;
-        let snapshot = Snapshot::take(&self.store, &self.local).map_err(error)?;
         let logs = source::watermarks(&consumer, &partitions)?;
+        let floors = floors::floors(&consumer, &self.store, &partitions, &logs)?;
+        let snapshot = Snapshot::take(&self.store, &self.local).map_err(error)?;
         let floor_time = floors::floor_time(kafka, &floors, &logs, FLOOR_TIME_PATIENCE)?;
         let uploader = self.uploader.as_mut().expect("opened above");
         let upload = uploader.upload(&snapshot, floors, floor_time, source);

@@ -31,14 +31,14 @@ pub fn floors(
     consumer: &source::SourceConsumer,
     store: &StateStore,
     partitions: &[(String, i32)],
+    logs: &source::Logs,
 ) -> Result<Vec<PartitionOffset>, EngineError> {
+    // In this order: the floors are cleared only after every process lowered its offsets and
+    // the group's, so no floor read here means the offsets read after it are lowered already.
+    let pending = by_partition(store.restore_floors()?);
+    let local = by_partition(store.offsets()?);
     let group = source::group_offsets(consumer, partitions)?;
-    Ok(combine(
-        partitions,
-        &group,
-        &by_partition(store.offsets()?),
-        &by_partition(store.restore_floors()?),
-    ))
+    Ok(combine(partitions, &group, &local, &pending, logs))
 }
 
 type Offsets = HashMap<(String, i32), i64>;
@@ -50,28 +50,35 @@ fn by_partition(offsets: Vec<PartitionOffset>) -> Offsets {
         .collect()
 }
 
-/// [`floors`] from what it read: the group's commits, the store's offsets and its pending
-/// restore floors.
+/// [`floors`] from what it read: the group's commits, the store's offsets, its pending restore
+/// floors and each partition's log. A partition nobody committed yet is read again from its
+/// first retained message as of now, which a restore checks against retention like any floor.
 fn combine(
     partitions: &[(String, i32)],
     group: &Offsets,
     local: &Offsets,
     pending: &Offsets,
+    logs: &source::Logs,
 ) -> Vec<PartitionOffset> {
     partitions
         .iter()
-        .filter_map(|key| {
-            let mut offset = group.get(key).copied().max(local.get(key).copied())?;
-            match pending.get(key) {
-                Some(&FROM_START) => return None,
-                Some(&floor) => offset = offset.min(floor),
-                None => {}
-            }
-            Some(PartitionOffset {
+        .map(|key| {
+            let low = logs.get(key).map_or(0, |log| log.0);
+            let committed = group
+                .get(key)
+                .copied()
+                .max(local.get(key).copied())
+                .unwrap_or(low);
+            let next_offset = match pending.get(key) {
+                Some(&FROM_START) => low,
+                Some(&floor) => committed.min(floor),
+                None => committed,
+            };
+            PartitionOffset {
                 topic: key.0.clone(),
                 partition: key.1,
-                next_offset: offset,
-            })
+                next_offset,
+            }
         })
         .collect()
 }
@@ -170,14 +177,15 @@ mod tests {
         // A store just restored, its cluster not rewound yet: the group still names where the
         // lost store had got to.
         let pending = HashMap::from([(key(2), 20), (key(3), FROM_START)]);
-        let got: Vec<(i32, i64)> = combine(&partitions, &group, &local, &pending)
+        let logs: source::Logs = (0..5).map(|p| (key(p), (7, 100))).collect();
+        let got: Vec<(i32, i64)> = combine(&partitions, &group, &local, &pending, &logs)
             .into_iter()
             .map(|f| (f.partition, f.next_offset))
             .collect();
         assert_eq!(
             got,
-            vec![(0, 50), (1, 30), (2, 20)],
-            "the later of group and store; capped by a pending floor; a floor at the start, or no offset at all, leaves the partition out (read from its start)"
+            vec![(0, 50), (1, 30), (2, 20), (3, 7), (4, 7)],
+            "the later of group and store; capped by a pending floor; a floor at the start, or no offset yet, is the first retained message"
         );
     }
 }

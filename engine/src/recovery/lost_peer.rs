@@ -18,22 +18,36 @@ pub const EXIT_LOST_PEER: i32 = 75;
 /// What timely's communication threads are called: `timely:send-{peer}`, `timely:recv-{peer}`.
 const COMMUNICATION_THREADS: [&str; 2] = ["timely:send-", "timely:recv-"];
 
+/// Set by the first thread that reports a lost peer; the others stay quiet while it exits.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
 /// Installs the panic hook that turns a lost peer into a clean exit; other panics go to the
 /// hook that was installed before. `addresses` are the cluster's, by process index.
 pub fn exit_when_a_peer_is_lost(addresses: Vec<String>, shutdown: Arc<AtomicBool>) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if EXITING.load(Ordering::SeqCst) {
+            // Another thread is reporting the loss and exiting; what follows it here (poisoned
+            // queues, more closed sockets) is its echo.
+            loop {
+                std::thread::park();
+            }
+        }
         let thread = std::thread::current();
-        let name = thread.name().unwrap_or_default();
         let message = info
             .payload()
             .downcast_ref::<String>()
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        let Some(lost) = lost_peer(name, message) else {
+        let Some(lost) = lost_peer(thread.name().unwrap_or_default(), message) else {
             return previous(info);
         };
+        if EXITING.swap(true, Ordering::SeqCst) {
+            loop {
+                std::thread::park();
+            }
+        }
         let who = match lost {
             Some(peer) => format!(
                 "engine process {peer} ({})",
@@ -57,17 +71,20 @@ pub fn exit_when_a_peer_is_lost(addresses: Vec<String>, shutdown: Arc<AtomicBool
     }));
 }
 
-/// Whether a panic on thread `thread` with `message` is timely's reaction to a lost peer:
-/// `Some(Some(peer))` when the thread names it, `Some(None)` when it does not, `None` for
-/// any other panic.
+/// Whether a panic on thread `thread` with `message` is timely's reaction to a lost peer (its
+/// communication threads panic with "timely communication error: …"): `Some(Some(peer))` when
+/// the thread names it, `Some(None)` when it does not, `None` for any other panic, which is a
+/// fault of this process and reported as such.
 fn lost_peer(thread: &str, message: &str) -> Option<Option<usize>> {
-    let peer = COMMUNICATION_THREADS
-        .iter()
-        .find_map(|prefix| thread.strip_prefix(prefix))
-        .and_then(|index| index.parse().ok());
-    let timely = message.starts_with("timely communication error")
-        || message.contains("MergeQueue poisoned");
-    (peer.is_some() || timely).then_some(peer)
+    if !message.starts_with("timely communication error") {
+        return None;
+    }
+    Some(
+        COMMUNICATION_THREADS
+            .iter()
+            .find_map(|prefix| thread.strip_prefix(prefix))
+            .and_then(|index| index.parse().ok()),
+    )
 }
 
 #[cfg(test)]
@@ -91,10 +108,18 @@ mod tests {
             Some(Some(3))
         );
         assert_eq!(
-            lost_peer("timely:work-0", "MergeQueue poisoned."),
+            lost_peer(
+                "timely:work-0",
+                "timely communication error: reading data: eof"
+            ),
             Some(None)
         );
-        assert_eq!(lost_peer("timely:work-0", "index out of bounds"), None);
+        assert_eq!(
+            lost_peer("timely:work-0", "MergeQueue poisoned."),
+            None,
+            "an echo of a panic of this process, not a lost peer"
+        );
+        assert_eq!(lost_peer("timely:recv-1", "index out of bounds"), None);
         assert_eq!(lost_peer("main", "boom"), None);
     }
 }

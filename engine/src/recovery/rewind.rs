@@ -7,14 +7,21 @@
 //!
 //! 1. each process's first worker sends the restore floors its store still holds (usually
 //!    none); every worker receives all of them and resumes its partitions at the lowest floor;
-//! 2. each worker stores and commits the offsets it rewound (and each process lowers every
-//!    offset of its store above a floor, so no partition resumes from a stale one later), then
-//!    advances; once every worker has, the restored process clears its floors.
+//! 2. each worker stores and commits the offsets it rewound, marks the messages up to each
+//!    rewound partition's end as possible replays (whoever read them before), and only then
+//!    says so; each process also lowers every offset of its store above a floor, so no
+//!    partition resumes from a stale one later. A restored store clears its floors once every
+//!    worker of the cluster has said so.
 //!
-//! A crash anywhere before round 2 completes leaves the floors in place, so the next start
+//! A worker that fails or stops on the way never says so, so the floors stay and the next start
 //! rewinds again.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc};
+use std::{
+    cell::Cell,
+    collections::HashMap,
+    rc::Rc,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use hogstream_state::{PartitionOffset, StateStore};
 use timely::{
@@ -28,49 +35,84 @@ use timely::{
 
 use crate::{EngineError, source};
 
-type Floor = (String, i32, i64);
+/// What workers tell each other during the rewind.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Note {
+    /// Round 1: a restore floor (topic, partition, offset).
+    Floor(String, i32, i64),
+    /// Round 2: a worker stored and committed its rewind.
+    Stored,
+}
 
 /// The rewind of one worker, between the two rounds.
 pub struct Rewind {
-    input: InputHandle<u64, CapacityContainerBuilder<Vec<Floor>>>,
+    input: InputHandle<u64, CapacityContainerBuilder<Vec<Note>>>,
     probe: ProbeHandle<u64>,
     floors: HashMap<(String, i32), i64>,
     /// This process's own floors (sent by its first worker), to clear after round 2.
     own: Vec<PartitionOffset>,
+    /// Workers of the cluster that said they stored their rewind.
+    stored: Rc<Cell<usize>>,
+}
+
+/// Steps `worker` until `probe` passes `time`; `Err` when the engine is told to stop first (a
+/// worker of this process failed: the others would wait for it forever).
+fn step_past(
+    worker: &mut Worker,
+    probe: &ProbeHandle<u64>,
+    time: u64,
+    shutdown: &AtomicBool,
+) -> Result<(), EngineError> {
+    while probe.less_than(&time) {
+        if shutdown.load(Ordering::Relaxed) {
+            return Err(EngineError::Stopped(
+                "during the start-up rewind (another worker failed)".into(),
+            ));
+        }
+        worker.step_or_park(Some(std::time::Duration::from_millis(10)));
+    }
+    Ok(())
 }
 
 impl Rewind {
     /// Round 1: sends `own` (this process's first worker passes its store's floors, the others
     /// nothing) and waits until every worker's floors arrived.
-    pub fn exchange(worker: &mut Worker, own: Vec<PartitionOffset>) -> Self {
-        let received: Rc<RefCell<Vec<Floor>>> = Rc::default();
-        let sink = Rc::clone(&received);
+    pub fn exchange(
+        worker: &mut Worker,
+        own: Vec<PartitionOffset>,
+        shutdown: &AtomicBool,
+    ) -> Result<Self, EngineError> {
+        let floors: Rc<std::cell::RefCell<HashMap<(String, i32), i64>>> = Rc::default();
+        let stored: Rc<Cell<usize>> = Rc::default();
+        let (seen_floors, seen_stored) = (Rc::clone(&floors), Rc::clone(&stored));
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, stream) = scope.new_input::<Vec<Floor>>();
+            let (input, stream) = scope.new_input::<Vec<Note>>();
             let (probe, _) = stream
                 .broadcast()
-                .inspect(move |floor: &Floor| sink.borrow_mut().push(floor.clone()))
+                .inspect(move |note: &Note| match note {
+                    Note::Floor(topic, partition, offset) => {
+                        let mut floors = seen_floors.borrow_mut();
+                        let e = floors.entry((topic.clone(), *partition)).or_insert(*offset);
+                        *e = (*e).min(*offset);
+                    }
+                    Note::Stored => seen_stored.set(seen_stored.get() + 1),
+                })
                 .probe();
             (input, probe)
         });
         for f in &own {
-            input.send((f.topic.clone(), f.partition, f.next_offset));
+            input.send(Note::Floor(f.topic.clone(), f.partition, f.next_offset));
         }
         input.advance_to(1);
-        while probe.less_than(&1) {
-            worker.step();
-        }
-        let mut floors: HashMap<(String, i32), i64> = HashMap::new();
-        for (topic, partition, offset) in received.borrow_mut().drain(..) {
-            let e = floors.entry((topic, partition)).or_insert(offset);
-            *e = (*e).min(offset);
-        }
-        Self {
+        step_past(worker, &probe, 1, shutdown)?;
+        let floors = floors.take();
+        Ok(Self {
             input,
             probe,
             floors,
             own,
-        }
+            stored,
+        })
     }
 
     /// The lowest floor of each partition some process asked for.
@@ -79,15 +121,17 @@ impl Rewind {
     }
 
     /// Round 2: stores and commits what this worker rewound (`first`: this is the process's
-    /// first worker, which also lowers the store's other offsets), waits until every worker
-    /// did, then clears this process's floors.
+    /// first worker, which also lowers the store's other offsets), raises its read horizon of
+    /// every rewound partition to the partition's end, says so, waits until every worker did
+    /// or the round ended without them, then clears this process's floors if all did.
     pub fn finish(
         mut self,
         worker: &mut Worker,
         first: bool,
         store: &StateStore,
         consumer: &source::SourceConsumer,
-        rewound: &[PartitionOffset],
+        assigned: &source::Assigned,
+        shutdown: &AtomicBool,
     ) -> Result<(), EngineError> {
         if first && !self.floors.is_empty() {
             let floors: Vec<PartitionOffset> = self
@@ -101,21 +145,36 @@ impl Rewind {
                 .collect();
             store.lower_offsets(&floors)?;
         }
-        if !rewound.is_empty() {
-            store.store_offsets(rewound)?;
-            source::commit_to_group_now(consumer, rewound)?;
+        if !assigned.rewound.is_empty() {
+            store.store_offsets(&assigned.rewound)?;
+            source::commit_to_group_now(consumer, &assigned.rewound)?;
         }
+        // Whoever read these messages before (the lost store's life, or this process before a
+        // partition changed owner) may have stored rows of them: read again, they are replays.
+        for (key, &(_, high)) in &assigned.logs {
+            if self.floors.contains_key(key) {
+                store.raise_read_horizon(&key.0, key.1, high)?;
+            }
+        }
+        self.input.send(Note::Stored);
         self.input.advance_to(2);
-        while self.probe.less_than(&2) {
-            worker.step();
-        }
+        step_past(worker, &self.probe, 2, shutdown)?;
         drop(self.input);
         if first && !self.own.is_empty() {
-            store.clear_restore_floors()?;
-            tracing::info!(
-                partitions = self.own.len(),
-                "every process of the cluster rewound to this store's restore point"
-            );
+            let (stored, peers) = (self.stored.get(), worker.peers());
+            if stored == peers {
+                store.clear_restore_floors()?;
+                tracing::info!(
+                    partitions = self.own.len(),
+                    "every process of the cluster rewound to this store's restore point"
+                );
+            } else {
+                tracing::warn!(
+                    stored,
+                    peers,
+                    "not every worker of the cluster stored its rewind: the restore floors stay, and the next start rewinds again"
+                );
+            }
         }
         Ok(())
     }
@@ -136,6 +195,26 @@ mod tests {
         }
     }
 
+    fn offline_consumer() -> source::SourceConsumer {
+        source::consumer(&KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// A store restored with floors for partitions 0 and 1, and offsets past them.
+    fn restored_store(dir: &std::path::Path) -> StateStore {
+        let store = StateStore::open(dir, 1 << 20).unwrap();
+        store
+            .store_offsets(&[floor(0, 100), floor(1, 3), floor(2, 9)])
+            .unwrap();
+        store
+            .mark_restored("cp", &[floor(0, 60), floor(1, 2)], &[floor(0, 200)])
+            .unwrap();
+        store
+    }
+
     #[test]
     fn every_worker_rewinds_to_the_lowest_floor_any_process_asked_for() {
         // Per worker, the (partition, floor) pairs it rewinds to.
@@ -148,7 +227,7 @@ mod tests {
                 0 => vec![floor(0, 10), floor(1, 40)],
                 _ => vec![floor(1, 30), floor(2, 5)],
             };
-            let rewind = Rewind::exchange(worker, own);
+            let rewind = Rewind::exchange(worker, own, &AtomicBool::new(false)).unwrap();
             let mut floors: Vec<(i32, i64)> =
                 rewind.floors().iter().map(|((_, p), o)| (*p, *o)).collect();
             floors.sort();
@@ -164,24 +243,28 @@ mod tests {
     }
 
     #[test]
-    fn once_every_worker_stored_its_rewind_the_store_lowers_its_offsets_and_clears_its_floors() {
+    fn once_every_worker_stored_its_rewind_the_store_lowers_its_offsets_clears_its_floors_and_marks_replays()
+     {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path(), 1 << 20).unwrap();
-        store.store_offsets(&[floor(0, 100), floor(1, 3)]).unwrap();
-        store
-            .mark_restored("cp", &[floor(0, 60)], &[floor(0, 200)])
-            .unwrap();
-        let consumer = source::consumer(&KafkaConfig {
-            brokers: "127.0.0.1:1".into(),
-            ..KafkaConfig::default()
-        })
-        .unwrap();
+        let store = restored_store(dir.path());
         let store_in = store.clone();
         timely::execute_directly(move |worker| {
+            let stop = AtomicBool::new(false);
             let own = store_in.restore_floors().unwrap();
-            let rewind = Rewind::exchange(worker, own);
+            let rewind = Rewind::exchange(worker, own, &stop).unwrap();
+            let assigned = source::Assigned {
+                logs: HashMap::from([(("t".to_owned(), 1), (0, 500))]),
+                ..Default::default()
+            };
             rewind
-                .finish(worker, true, &store_in, &consumer, &[])
+                .finish(
+                    worker,
+                    true,
+                    &store_in,
+                    &offline_consumer(),
+                    &assigned,
+                    &stop,
+                )
                 .unwrap();
         });
         assert!(store.restore_floors().unwrap().is_empty(), "cleared");
@@ -190,6 +273,61 @@ mod tests {
             Some(60),
             "lowered to the floor"
         );
-        assert_eq!(store.offset("t", 1).unwrap(), Some(3), "no floor: kept");
+        assert_eq!(store.offset("t", 1).unwrap(), Some(2));
+        assert_eq!(store.offset("t", 2).unwrap(), Some(9), "no floor: kept");
+        assert_eq!(
+            store.read_horizon("t", 1).unwrap(),
+            Some(500),
+            "a rewound partition's messages up to its end are possible replays"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_fails_during_the_rewind_leaves_the_floors_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = restored_store(dir.path());
+        let store_in = store.clone();
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let stop = AtomicBool::new(false);
+            let first = worker.index() == 0;
+            let own = if first {
+                store_in.restore_floors().unwrap()
+            } else {
+                Vec::new()
+            };
+            let rewind = Rewind::exchange(worker, own, &stop).unwrap();
+            if first {
+                rewind
+                    .finish(
+                        worker,
+                        true,
+                        &store_in,
+                        &offline_consumer(),
+                        &source::Assigned::default(),
+                        &stop,
+                    )
+                    .unwrap();
+            }
+            // Worker 1 fails here, before storing its rewind: its handle is dropped.
+        })
+        .unwrap();
+        drop(guards);
+        assert_eq!(
+            store.restore_floors().unwrap().len(),
+            2,
+            "a worker did not store its rewind: the floors stay"
+        );
+    }
+
+    #[test]
+    fn a_worker_told_to_stop_does_not_wait_for_the_others_forever() {
+        // Told to stop (another worker of its process failed) before the round could end.
+        let stopped = timely::execute_directly(|worker| {
+            Rewind::exchange(worker, Vec::new(), &AtomicBool::new(true)).err()
+        });
+        assert!(
+            matches!(stopped, Some(EngineError::Stopped(_))),
+            "{stopped:?}"
+        );
     }
 }

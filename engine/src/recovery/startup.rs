@@ -29,22 +29,30 @@ enum Replace {
     Missing,
     Empty,
     Unreadable(StateError),
-    /// `hogstream state resize` made a checkpoint for the layout the cluster now runs.
-    Resized(Layout),
+    /// A readable store that is not the newest state of this process: the object store holds a
+    /// newer checkpoint for the cluster's layout made by another store (a resize, or the process
+    /// moved to another host and back).
+    Superseded {
+        before: Option<Layout>,
+    },
 }
 
 impl Replace {
-    fn describe(&self, dir: &Path) -> String {
+    fn describe(&self, dir: &Path, newest: Option<&Manifest>) -> String {
         match self {
             Replace::Missing => format!("the state store {} is missing", dir.display()),
             Replace::Empty => format!("the state store {} is empty", dir.display()),
             Replace::Unreadable(e) => {
                 format!("the state store {} cannot be opened ({e})", dir.display())
             }
-            Replace::Resized(before) => format!(
-                "the state store {} is laid out for {before}, and the cluster now runs another layout",
-                dir.display()
-            ),
+            Replace::Superseded { before } => {
+                let laid_out = before.map_or_else(String::new, |l| format!(" (laid out for {l})"));
+                let by = newest.map_or_else(String::new, |m| format!(": {m}"));
+                format!(
+                    "the state store {}{laid_out} is not this process's newest state; the object store holds a newer checkpoint made by another store{by}",
+                    dir.display()
+                )
+            }
         }
     }
 }
@@ -104,29 +112,27 @@ pub fn open_store(
     let process = settings.cluster.process as u64;
     let restore = settings.checkpoints.as_ref().is_some_and(|c| c.restore);
     let root = objects.map(|o| checkpoint::process_root(o, process));
-    let replace = match Found::at(&dir, cache) {
-        Found::Ready(store) => match store.claim_layout(layout) {
-            Ok(()) => {
+    let found = Found::at(&dir, cache).map_err(|e| {
+        EngineError::Refused(format!(
+            "engine process {process}: the state store {} cannot be used ({e}); is another engine running on it?",
+            dir.display()
+        ))
+    })?;
+    let mut newest: Option<Manifest> = None;
+    let replace = match found {
+        Found::Ready(store) => match superseded(&store, layout, root.as_ref(), runtime)? {
+            None => {
+                store.claim_layout(layout)?;
                 return Ok(Opened {
                     store,
                     restored: None,
                 });
             }
-            Err(StateError::Layout { before, now }) => {
-                let resized = match (&root, restore) {
-                    (Some(root), true) => runtime
-                        .block_on(checkpoint::newest(root, now))
-                        .map_err(checkpoint_error)?
-                        .0
-                        .is_some_and(|m| m.source == checkpoint::Source::Resize),
-                    _ => false,
-                };
-                if !resized {
-                    return Err(StateError::Layout { before, now }.into());
-                }
-                Replace::Resized(before)
+            Some(manifest) => {
+                let before = store.layout()?;
+                newest = Some(manifest);
+                Replace::Superseded { before }
             }
-            Err(e) => return Err(e.into()),
         },
         Found::Empty(store) => {
             drop(store);
@@ -137,8 +143,8 @@ pub fn open_store(
     };
 
     let evidence = match &replace {
-        // A resize checkpoint is evidence enough.
-        Replace::Resized(_) => None,
+        // A newer checkpoint of this process is evidence enough.
+        Replace::Superseded { .. } => None,
         _ => Some(evidence(settings, root.as_ref(), runtime)?),
     };
     if let Some(evidence) = &evidence
@@ -147,7 +153,7 @@ pub fn open_store(
         if let Replace::Unreadable(e) = replace {
             return Err(EngineError::Refused(format!(
                 "engine process {process}: {}. Nothing says it held state (no committed offsets, no checkpoint): move it aside to start afresh (runbook 14.4)",
-                Replace::Unreadable(e).describe(&dir)
+                Replace::Unreadable(e).describe(&dir, None)
             )));
         }
         // A new process of a new cluster.
@@ -160,34 +166,50 @@ pub fn open_store(
         });
     }
 
-    let cause = replace.describe(&dir);
-    let evidence_text = evidence.as_ref().map(Evidence::describe);
-    let had = evidence_text
-        .map(|e| format!(", but {e}: it had processed events"))
+    let had = evidence
+        .as_ref()
+        .map(|e| format!(", but {}: it had processed events", e.describe()))
         .unwrap_or_default();
+    let start_over = match replace {
+        Replace::Unreadable(_) => format!(
+            "move {} aside and start over without person state on purpose with `hogstream state init`",
+            dir.display()
+        ),
+        _ => "start over without person state on purpose with `hogstream state init`".to_owned(),
+    };
     let Some(root) = root else {
+        let cause = replace.describe(&dir, None);
         return Err(EngineError::Refused(format!(
-            "engine process {process}: {cause}{had}. Starting without it would split every person it knew into new ones. No [checkpoints] store is configured, so there is nothing to restore from: bring the store back, or start over without person state on purpose with `hogstream state init` (runbook 14.4)"
+            "engine process {process}: {cause}{had}. Starting without it would split every person it knew into new ones. No [checkpoints] store is configured, so there is nothing to restore from: bring the store back, or {start_over} (runbook 14.4)"
         )));
     };
-    let newest = match evidence.and_then(|e| e.checkpoint) {
-        Some(m) if m.layout() == layout => Some(m),
-        _ => {
-            runtime
-                .block_on(checkpoint::newest(&root, layout))
-                .map_err(checkpoint_error)?
-                .0
-        }
-    };
+    if newest.is_none() {
+        newest = match evidence.and_then(|e| e.checkpoint) {
+            Some(m) if m.layout() == layout => Some(m),
+            _ => {
+                runtime
+                    .block_on(checkpoint::newest(&root, layout))
+                    .map_err(checkpoint_error)?
+                    .0
+            }
+        };
+    }
+    let cause = replace.describe(&dir, newest.as_ref());
     let Some(manifest) = newest else {
         return Err(EngineError::Refused(format!(
-            "engine process {process}: {cause}{had}. The object store ({root}) holds no checkpoint of this process for {layout}: if the cluster's size changed, run `hogstream state resize --processes {}` first (runbook 14.6); otherwise start over without person state on purpose with `hogstream state init` (runbook 14.4)",
+            "engine process {process}: {cause}{had}. The object store ({root}) holds no checkpoint of this process for {layout}: if the cluster's size changed, run `hogstream state resize --processes {}` first (runbook 14.6); otherwise {start_over} (runbook 14.4)",
             layout.processes
         )));
     };
     if !restore {
+        let why = match replace {
+            Replace::Superseded { .. } => {
+                "Running on it would lose what the newer checkpoint holds."
+            }
+            _ => "Starting without it would split every person it knew into new ones.",
+        };
         return Err(EngineError::Refused(format!(
-            "engine process {process}: {cause}{had}. Starting without it would split every person it knew into new ones. Restore its newest, {manifest}, by setting `restore = true` in [checkpoints] (runbook 14.2), or start over without person state on purpose with `hogstream state init` (runbook 14.4)"
+            "engine process {process}: {cause}{had}. {why} Restore the newest checkpoint, {manifest}, by setting `restore = true` in [checkpoints] (runbook 14.2), or {start_over} (runbook 14.4)"
         )));
     }
     let store = restore_into(settings, &root, &manifest, &dir, &cause, runtime)?;
@@ -195,6 +217,45 @@ pub fn open_store(
         store,
         restored: Some(manifest),
     })
+}
+
+/// The newest checkpoint of this process for `layout`, when `store` is not where it came from:
+/// a checkpoint of another store (a resize's, or one made on another host after this store was
+/// left behind) that this store was not restored from. Such a store is older than the
+/// checkpoint. When the object store cannot be asked, the local store is used (a checkpoint
+/// can only be newer if it was moved, which a layout change or a move makes explicit), unless
+/// the layout changed: then the resize's checkpoint must be looked for.
+fn superseded(
+    store: &StateStore,
+    layout: Layout,
+    root: Option<&Objects>,
+    runtime: &Handle,
+) -> Result<Option<Manifest>, EngineError> {
+    let Some(root) = root else {
+        return Ok(None);
+    };
+    let relayout = store.layout()?.is_some_and(|before| {
+        before != layout && !(before.processes == 1 && layout.processes == 1)
+    });
+    let newest = match runtime.block_on(checkpoint::newest(root, layout)) {
+        Ok((newest, _)) => newest,
+        Err(e) if relayout => {
+            return Err(EngineError::Checkpoint(format!(
+                "the cluster's layout changed, and the object store does not answer to look for the resize's checkpoint: {e}"
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compare the store with its newest checkpoint; starting on the local store");
+            return Ok(None);
+        }
+    };
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let lineage = store.lineage()?;
+    let origin = store.restored_from()?;
+    let ours = newest.lineage == lineage || origin.as_deref() == Some(newest.id.as_str());
+    Ok((!ours).then_some(newest))
 }
 
 fn checkpoint_error(e: checkpoint::CheckpointError) -> EngineError {
@@ -215,9 +276,7 @@ fn evidence(
         Some(root) => runtime
             .block_on(checkpoint::list(root))
             .map_err(|e| {
-                EngineError::Checkpoint(format!(
-                    "cannot tell whether this process had state: the object store does not answer ({e})"
-                ))
+                EngineError::Checkpoint(format!("cannot tell whether this process had state: {e}"))
             })?
             .into_iter()
             .next(),

@@ -56,17 +56,29 @@ fn manifest_key(id: &str) -> String {
 }
 
 /// Every finished checkpoint below `root` (a [`process_root`]), newest first; unfinished
-/// uploads (no manifest yet) are left out.
+/// uploads (no manifest yet) are left out, and so is a manifest this build cannot read (with
+/// a warning: it must not keep every other checkpoint from being used).
 pub async fn list(root: &Objects) -> Result<Vec<Manifest>, CheckpointError> {
     let mut ids = root.folders("checkpoints").await?;
     ids.reverse();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(manifest) = read(root, &id).await? {
+        if let Some(manifest) = read_usable(root, &id).await? {
             out.push(manifest);
         }
     }
     Ok(out)
+}
+
+/// [`read`], with an unreadable manifest left out and warned about.
+async fn read_usable(root: &Objects, id: &str) -> Result<Option<Manifest>, CheckpointError> {
+    match read(root, id).await {
+        Err(e @ CheckpointError::Manifest { .. }) => {
+            tracing::warn!(store = %root, error = %e, "a checkpoint's manifest cannot be read; it is left out");
+            Ok(None)
+        }
+        other => other,
+    }
 }
 
 /// The manifest of checkpoint `id`, if that checkpoint was finished.
@@ -87,7 +99,7 @@ pub async fn newest(
     let mut ids = root.folders("checkpoints").await?;
     ids.reverse();
     for id in ids {
-        let Some(manifest) = read(root, &id).await? else {
+        let Some(manifest) = read_usable(root, &id).await? else {
             continue;
         };
         if manifest.layout() == layout {

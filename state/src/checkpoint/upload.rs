@@ -157,7 +157,16 @@ impl Uploader {
         floor_time: Option<DateTime<Utc>>,
         source: Source,
     ) -> Result<Manifest, CheckpointError> {
-        let id = Manifest::new_id(snapshot.taken, snapshot.lineage);
+        // Ids order checkpoints: never before the newest kept one, whatever this host's clock
+        // says (a restore on a host whose clock is behind would otherwise sort its checkpoints
+        // before older ones).
+        let created = match self.kept.first() {
+            Some(newest) => snapshot
+                .taken
+                .max(newest.created + chrono::Duration::milliseconds(1)),
+            None => snapshot.taken,
+        };
+        let id = Manifest::new_id(created, snapshot.lineage);
         let mut files = Vec::new();
         let mut pending = Vec::new();
         for (name, path, size) in snapshot.files()? {
@@ -196,7 +205,7 @@ impl Uploader {
         let manifest = Manifest {
             format: Manifest::format(),
             id: id.clone(),
-            created: snapshot.taken,
+            created,
             source,
             process: self.process,
             processes: snapshot.layout.processes,
@@ -219,11 +228,15 @@ impl Uploader {
 
     /// Deletes the checkpoints beyond the newest `keep` (manifest first, so no reader ever
     /// finds a manifest whose files are gone), the table files no kept checkpoint names, and
-    /// once per run what unfinished uploads of earlier runs left.
+    /// once per run what unfinished uploads of earlier runs left. What is kept is read from the
+    /// object store first: a manifest written by an attempt that failed only on this side
+    /// (a lost answer, an upload abandoned at shutdown) is kept like the others.
     async fn retain(&mut self) -> Result<(), CheckpointError> {
+        self.refresh().await?;
         while self.kept.len() > self.keep {
-            let old = self.kept.pop().expect("more than keep");
+            let old = self.kept.last().expect("more than keep").clone();
             self.root.delete(&manifest_key(&old.id)).await?;
+            self.kept.pop();
             let referenced: HashSet<String> =
                 self.referenced().into_iter().map(str::to_owned).collect();
             for f in &old.files {
@@ -244,13 +257,34 @@ impl Uploader {
             }
             let referenced: HashSet<String> =
                 self.referenced().into_iter().map(str::to_owned).collect();
+            let mut held = HashSet::new();
             for (key, _) in self.root.list("sst").await? {
-                if !referenced.contains(&key) {
+                if referenced.contains(&key) {
+                    held.insert(key);
+                } else {
                     self.root.delete(&key).await?;
-                    self.known.retain(|_, k| k.key != key);
                 }
             }
+            // A file deleted behind hogstream's back (a bucket lifecycle rule) is uploaded again.
+            self.known.retain(|_, k| held.contains(&k.key));
             self.swept = true;
+        }
+        Ok(())
+    }
+
+    /// Adds the finished checkpoints the object store holds and this uploader does not know of.
+    async fn refresh(&mut self) -> Result<(), CheckpointError> {
+        let ids = self.root.folders("checkpoints").await?;
+        let known: HashSet<String> = self.kept.iter().map(|m| m.id.clone()).collect();
+        let mut added = false;
+        for id in ids.iter().filter(|id| !known.contains(*id)) {
+            if let Some(m) = super::read_usable(&self.root, id).await? {
+                self.kept.push(m);
+                added = true;
+            }
+        }
+        if added {
+            self.kept.sort_by(|a, b| b.id.cmp(&a.id));
         }
         Ok(())
     }
