@@ -57,7 +57,7 @@ fi
 # place.
 if [ ! -x "$SEAWEEDFS_HOME/weed" ]; then
   command -v go >/dev/null || die "Go (1.26.6 or newer) is needed to build SeaweedFS, the local object store: install it from https://go.dev/dl, then run scripts/install.sh again"
-  log "building SeaweedFS's weed $SEAWEEDFS_VERSION into $SEAWEEDFS_HOME (once; about 10 minutes on 2 cores)"
+  log "building SeaweedFS's weed $SEAWEEDFS_VERSION into $SEAWEEDFS_HOME (once; about 5 minutes on 2 cores)"
   src="$(go mod download -json "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
     || die "could not download $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION from the Go module proxy ($(go env GOPROXY))"
   build="$(mktemp -d)"

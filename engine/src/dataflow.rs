@@ -309,9 +309,13 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     } else {
         Vec::new()
     };
-    let rewind = recovery::Rewind::exchange(worker, own_floors, &shared.shutdown)?;
+    // Told to stop before the rewind ended (a signal, or another worker failed): nothing was
+    // read, so there is nothing to drain.
+    let Some(rewind) = recovery::Rewind::exchange(worker, own_floors, &shared.shutdown) else {
+        return Ok(());
+    };
     let assigned = source::assign(&consumer, &shared.store, &partitions, rewind.floors())?;
-    rewind.finish(
+    let rewound = rewind.finish(
         worker,
         first_of_process,
         &shared.store,
@@ -319,6 +323,9 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
         &assigned,
         &shared.shutdown,
     )?;
+    if !rewound {
+        return Ok(());
+    }
     // After the rewind, which may have raised it.
     let mut horizon = source::ReadHorizon::load(&shared.store, &partitions)?;
     let resume = assigned.resume;
