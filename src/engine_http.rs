@@ -52,10 +52,14 @@ async fn clickhouse_status(p: &Probes) -> Result<(), String> {
     }
 }
 
-/// Asks Kafka and ClickHouse together, and records the answer in the readiness gauges.
+/// Asks Kafka and ClickHouse together, and records the answer in the readiness gauges (and in
+/// `hogstream_clickhouse_up`, which the sink's inserts also set: while the engine is held back
+/// and inserts nothing, the probe still measures it).
 async fn probe(p: &Probes) -> (Result<(), String>, Result<(), String>) {
     let (kafka, clickhouse) = tokio::join!(kafka_status(p), clickhouse_status(p));
-    metrics::gauge!("hogstream_kafka_up").set(if kafka.is_ok() { 1.0 } else { 0.0 });
+    let up = |r: &Result<(), String>| if r.is_ok() { 1.0 } else { 0.0 };
+    metrics::gauge!("hogstream_kafka_up").set(up(&kafka));
+    metrics::gauge!(hogstream_sinks::clickhouse::CLICKHOUSE_UP).set(up(&clickhouse));
     let ready = kafka.is_ok() && clickhouse.is_ok();
     metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     (kafka, clickhouse)

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::broker::FreshBroker;
 use common::persons::{Sent, check, history};
 use common::pipeline::Pipeline;
 use hogstream_state::persons::reference::{Rng, final_state};
@@ -413,52 +414,6 @@ fn a_5000_event_batch_under_load_is_stored_whole() {
     );
     common::pipeline::assert_exactly_once(&p, N);
     assert_load_stored_once(&p, &report);
-}
-
-/// A broker of its own, formatted and started by `scripts/services.sh` in a fresh data directory
-/// on free ports; stopped (and its directory removed) on drop.
-struct FreshBroker {
-    env: Vec<(&'static str, String)>,
-    dir: std::path::PathBuf,
-    brokers: String,
-}
-
-impl FreshBroker {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(common::unique("fresh_broker"));
-        let ports = common::free_ports(3, &[]);
-        let (port, controller, tls) = (ports.start, ports.start + 1, ports.start + 2);
-        let env = vec![
-            ("HOGSTREAM_DATA", dir.display().to_string()),
-            ("HOGSTREAM_KAFKA_PORT", port.to_string()),
-            ("HOGSTREAM_KAFKA_CONTROLLER_PORT", controller.to_string()),
-            ("HOGSTREAM_KAFKA_TLS_PORT", tls.to_string()),
-        ];
-        let broker = FreshBroker {
-            env,
-            dir,
-            brokers: format!("127.0.0.1:{port}"),
-        };
-        broker.services(&["start", "kafka"]);
-        broker
-    }
-
-    fn services(&self, args: &[&str]) {
-        let status = std::process::Command::new("bash")
-            .arg(common::repo_root().join("scripts/services.sh"))
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .status()
-            .expect("run scripts/services.sh");
-        assert!(status.success(), "scripts/services.sh {args:?} failed");
-    }
-}
-
-impl Drop for FreshBroker {
-    fn drop(&mut self) {
-        self.services(&["stop", "kafka"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[test]

@@ -7,17 +7,13 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use clickhouse::Row;
 use common::pipeline::{Pipeline, TEAM_ID, send_events};
+use common::webhook::{Receiver, start_receiver};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -32,41 +28,6 @@ fn geoip_database() -> String {
         path.display()
     );
     path.display().to_string()
-}
-
-/// A webhook receiver: answers 503 while `down`, else stores the JSON body.
-#[derive(Clone, Default)]
-struct Receiver {
-    down: Arc<AtomicBool>,
-    refused: Arc<AtomicUsize>,
-    bodies: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn hook(State(r): State<Receiver>, Json(body): Json<Value>) -> StatusCode {
-    if r.down.load(Ordering::SeqCst) {
-        r.refused.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    r.bodies.lock().unwrap().push(body);
-    StatusCode::OK
-}
-
-fn start_receiver(r: Receiver) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let app = Router::new().route("/hook", post(hook)).with_state(r);
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    addr
 }
 
 fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {

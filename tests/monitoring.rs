@@ -7,12 +7,13 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use common::pipeline::{Pipeline, TOKEN, event};
+use common::prometheus::Prometheus;
 use rdkafka::{
     ClientConfig,
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
@@ -129,88 +130,6 @@ fn dashboard_queries() -> Vec<(String, String)> {
     out
 }
 
-/// A Prometheus server of this test, killed on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(dir: &Path, capture: &str, engine: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - {rules}
-scrape_configs:
-  - job_name: hogstream-capture
-    static_configs: [{{targets: ["{capture}"]}}]
-  - job_name: hogstream-engine
-    static_configs: [{{targets: ["{engine}"]}}]
-"#,
-                rules = monitoring().join("alerts.yml").display(),
-            ),
-        )
-        .unwrap();
-        let port = common::free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus is installed by scripts/install.sh (Debian package prometheus)");
-        let p = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir.to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while reqwest::blocking::get(format!("{}/-/ready", p.url))
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus did not become ready; see {}",
-                dir.join("prometheus.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        p
-    }
-
-    fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
-        let r = reqwest::blocking::Client::new()
-            .get(format!("{}{path}", self.url))
-            .query(query)
-            .send()
-            .unwrap();
-        let body: Value = r.json().unwrap();
-        assert_eq!(body["status"], "success", "{path} {query:?}: {body}");
-        body["data"].clone()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Messages the engine cannot decode, written straight into the input topic: dead letters.
 fn produce_garbage(p: &Pipeline, n: usize) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -256,13 +175,7 @@ directory = "{}"
     );
     p.start_capture();
     p.start_engine();
-    let capture = p.capture_url.trim_start_matches("http://").to_owned();
-    let engine = p
-        .metrics_url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    let prometheus = Prometheus::start(&p.dir.join("prometheus"), &capture, &engine);
+    let prometheus = Prometheus::watching(&p, &monitoring().join("alerts.yml"));
 
     // Load for 25 s: ordinary events, a hot user sent to overflow, an unknown token, dead letters.
     let started = Instant::now();

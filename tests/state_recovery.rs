@@ -16,7 +16,6 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     sync::RwLock,
     time::{Duration, Instant},
 };
@@ -30,14 +29,6 @@ use serde_json::Value;
 
 /// The drill that stops the shared object store holds this for writing; the others read.
 static OBJECT_STORE: RwLock<()> = RwLock::new(());
-
-fn services(args: &[&str]) {
-    let status = Command::new(common::repo_root().join("scripts/services.sh"))
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/services.sh {args:?}");
-}
 
 /// A pipeline with the views enabled and checkpoints under a prefix of its own.
 fn pipeline(
@@ -171,7 +162,7 @@ fn lost_disk_drill(label: &str, store_down: bool) {
     if store_down {
         // Checkpoints keep coming due every second while the store is killed under them:
         // some attempts die mid-upload, the others cannot connect; ingestion goes on.
-        services(&["kill", "s3"]);
+        common::services(&["kill", "s3"]);
         send(&p, &sent, &parts[1], || {});
         wait_counts(&p, before_loss, label);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -191,7 +182,7 @@ fn lost_disk_drill(label: &str, store_down: bool) {
     p.kill_engine();
     lose_disk(&p.dir.join("engine"));
     if store_down {
-        services(&["start", "s3"]);
+        common::services(&["start", "s3"]);
     }
     p.start_engine();
     wait_for_restore(&p, label);

@@ -17,7 +17,7 @@ use std::{
 };
 
 use hogstream_event::{ProcessedEvent, processed::REDELIVER_HEADER};
-use hogstream_plugin::{Delivery, DestinationPlugin, Start, deliver};
+use hogstream_plugin::{Delivery, DestinationPlugin, Start, deliver_observed};
 use hogstream_state::{PartitionOffset, StateStore};
 use rdkafka::{
     ClientContext, Message, Offset, Statistics, TopicPartitionList,
@@ -25,7 +25,7 @@ use rdkafka::{
     message::Headers,
 };
 
-use crate::{config::KafkaConfig, error::EngineError, source};
+use crate::{config::KafkaConfig, error::EngineError, source, telemetry};
 
 /// How long delivered uuids are remembered: a re-processed event older than this is delivered
 /// again.
@@ -281,11 +281,22 @@ impl Runner {
         let mut recorded = Vec::new();
         if !events.is_empty() {
             let started = Instant::now();
-            match deliver(
+            let (up, failed) = (
+                metrics::gauge!(telemetry::DESTINATION_UP, "destination" => id.clone()),
+                metrics::counter!(telemetry::DESTINATION_FAILED_ATTEMPTS, "destination" => id.clone()),
+            );
+            match deliver_observed(
                 self.plugin.destination.as_mut(),
                 &events,
                 &self.plugin.retry,
                 &self.stop,
+                |attempt| match attempt {
+                    Ok(()) => up.set(1.0),
+                    Err(_) => {
+                        up.set(0.0);
+                        failed.increment(1);
+                    }
+                },
             ) {
                 Delivery::Delivered { attempts } => {
                     metrics::counter!("hogstream_destination_events_total", "destination" => id.clone()).increment(events.len() as u64);

@@ -7,6 +7,7 @@ pub mod dataflow;
 pub mod destinations;
 pub mod error;
 mod json;
+pub mod lag;
 pub mod normalize;
 pub mod plugins;
 pub mod process;
@@ -27,6 +28,24 @@ use hogstream_sinks::{ClickHouseSink, DeadLetterProducer, Outputs, ProcessedProd
 
 pub use config::{CheckpointConfig, ClusterConfig, EngineConfig, EngineSettings, KafkaConfig};
 pub use error::EngineError;
+
+/// The input partitions this process's workers read (`source::assigned_partitions`).
+fn own_partitions(settings: &EngineSettings) -> Result<Vec<(String, i32)>, EngineError> {
+    let workers = settings_workers(settings);
+    let peers = workers * settings.cluster.processes.max(1);
+    let first = settings.cluster.process * workers;
+    let consumer = source::consumer(&settings.kafka)?;
+    let mut out = Vec::new();
+    for worker in first..first + workers {
+        out.extend(source::assigned_partitions(
+            &consumer,
+            &settings.kafka.input_topics,
+            worker,
+            peers,
+        )?);
+    }
+    Ok(out)
+}
 
 /// Worker threads of this process.
 fn settings_workers(settings: &EngineSettings) -> usize {
@@ -179,6 +198,12 @@ pub fn run(
             Arc::clone(&shutdown),
         );
     }
+    let lag = lag::start(
+        &settings.kafka,
+        store.clone(),
+        own_partitions(&settings)?,
+        Arc::clone(&shutdown),
+    )?;
     let checkpointer = match (objects, &settings.checkpoints) {
         (Some(objects), Some(config)) => Some(recovery::Checkpointer::start(
             &settings,
@@ -276,6 +301,7 @@ pub fn run(
     for thread in plugin_threads {
         let _ = thread.join();
     }
+    let _ = lag.join();
     if let Some(checkpointer) = checkpointer {
         // A drained engine's last checkpoint resumes exactly where it stopped (a move to
         // another host replays nothing).

@@ -11,10 +11,10 @@ use std::{collections::HashMap, time::Duration};
 use hogstream_event::headers;
 use hogstream_state::{PartitionOffset, StateStore};
 use rdkafka::{
-    ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
+    ClientConfig, Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext},
     error::{KafkaError, RDKafkaErrorCode},
     message::{BorrowedMessage, Headers},
 };
@@ -24,26 +24,10 @@ use crate::{config::KafkaConfig, error::EngineError, record::SourceRecord, teams
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Publishes librdkafka's per-partition consumer lag as a Prometheus gauge.
-pub struct LagContext;
-
-impl ClientContext for LagContext {
-    fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (partition, p) in &t.partitions {
-                if p.partition < 0 || p.consumer_lag < 0 {
-                    continue;
-                }
-                metrics::gauge!("hogstream_source_lag", "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set(p.consumer_lag as f64);
-            }
-        }
-    }
-}
-
-impl ConsumerContext for LagContext {}
-
-pub type SourceConsumer = BaseConsumer<LagContext>;
+/// The engine's consumer of its input topics. (Its lag is measured by `lag`, not by
+/// librdkafka's statistics: those stop moving while the engine is held back and does not
+/// fetch, which is exactly when the lag matters.)
+pub type SourceConsumer = BaseConsumer<DefaultConsumerContext>;
 
 /// A librdkafka configuration with the brokers, `[kafka.security]` and the user's `extra`
 /// settings: every hogstream client of Kafka but capture's producer is made from it.
@@ -65,12 +49,11 @@ pub fn consumer(config: &KafkaConfig) -> Result<SourceConsumer, EngineError> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000")
         // The broker answers a fetch as soon as any message arrives (fetch.min.bytes is 1), so
         // the wait only bounds an idle long poll: a short one costs the broker CPU for nothing
         // (20 ms kept an idle broker at 3x its own idle CPU; the latency figures did not move).
         .set("fetch.wait.max.ms", "500")
-        .create_with_context(LagContext)?)
+        .create()?)
 }
 
 /// Creates the input, dead-letter and processed-events topics that do not exist yet.

@@ -16,3 +16,11 @@ pub const CHECKPOINT_INTERVAL: &str = "hogstream_checkpoint_interval_seconds";
 pub const CHECKPOINT_RETENTION_MARGIN: &str = "hogstream_checkpoint_retention_margin_seconds";
 /// The input topics' shortest `retention.ms`, in seconds.
 pub const KAFKA_RETENTION: &str = "hogstream_kafka_retention_seconds";
+/// Messages from a partition's durably stored offset to its end, by `topic` and `partition`,
+/// measured every 10 s (`lag`).
+pub const SOURCE_LAG: &str = "hogstream_source_lag";
+/// 1 when a destination's last delivery attempt succeeded, 0 when it failed (also while it is
+/// being retried), by `destination`.
+pub const DESTINATION_UP: &str = "hogstream_destination_up";
+/// A destination's failed delivery attempts, retries included, by `destination`.
+pub const DESTINATION_FAILED_ATTEMPTS: &str = "hogstream_destination_failed_attempts_total";

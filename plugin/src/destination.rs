@@ -118,15 +118,35 @@ pub fn deliver(
     policy: &RetryPolicy,
     stop: &AtomicBool,
 ) -> Delivery {
+    deliver_observed(destination, events, policy, stop, |_| {})
+}
+
+/// [`deliver`], telling `attempted` the outcome of every attempt as it happens (`Err` with the
+/// attempt's error), so a caller can report a destination that keeps failing while it is still
+/// being retried.
+pub fn deliver_observed(
+    destination: &mut dyn Destination,
+    events: &[ProcessedEvent],
+    policy: &RetryPolicy,
+    stop: &AtomicBool,
+    mut attempted: impl FnMut(Result<(), &str>),
+) -> Delivery {
     let mut attempts = 0;
     loop {
         attempts += 1;
         let error = match catch_unwind(AssertUnwindSafe(|| destination.export(events))) {
-            Ok(Ok(())) => return Delivery::Delivered { attempts },
-            Ok(Err(ExportError::Fail(e))) => return Delivery::GaveUp { attempts, error: e },
+            Ok(Ok(())) => {
+                attempted(Ok(()));
+                return Delivery::Delivered { attempts };
+            }
+            Ok(Err(ExportError::Fail(e))) => {
+                attempted(Err(&e));
+                return Delivery::GaveUp { attempts, error: e };
+            }
             Ok(Err(ExportError::Retry(e))) => e,
             Err(panic) => format!("panicked: {}", panic_message(&*panic)),
         };
+        attempted(Err(&error));
         if attempts >= policy.max_attempts.max(1) {
             return Delivery::GaveUp { attempts, error };
         }

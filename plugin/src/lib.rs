@@ -53,7 +53,9 @@ pub use config::{
     ConfigError, DestinationPlugin, Factory, PluginConfig, Plugins, Registry, Start, TaskPlugin,
     settings,
 };
-pub use destination::{Batching, Delivery, Destination, ExportError, RetryPolicy, deliver};
+pub use destination::{
+    Batching, Delivery, Destination, ExportError, RetryPolicy, deliver, deliver_observed,
+};
 pub use hogstream_event::{ProcessedEvent, ProcessedPerson};
 pub use storage::{Context, MemoryStorage, Storage};
 pub use task::{Every, LAST_PERIOD_KEY, Task, TaskRun, run_if_due};

@@ -10,6 +10,11 @@ use tokio::sync::watch;
 
 use crate::{error::SinkError, schema};
 
+/// 1 when the last insert or readiness probe reached ClickHouse, 0 when it failed: measured on
+/// every insert attempt (retries included, at least every `max_backoff` while one fails) and
+/// by the engine's probe every 10 s.
+pub const CLICKHOUSE_UP: &str = "hogstream_clickhouse_up";
+
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseConfig {
@@ -343,7 +348,7 @@ impl ClickHouseSink {
                 let started = std::time::Instant::now();
                 match attempt_once().await {
                     Ok(()) => {
-                        metrics::gauge!("hogstream_clickhouse_up").set(1.0);
+                        metrics::gauge!(CLICKHOUSE_UP).set(1.0);
                         metrics::histogram!("hogstream_sink_insert_seconds", "table" => label.clone())
                             .record(started.elapsed().as_secs_f64());
                         metrics::histogram!("hogstream_sink_batch_rows", "table" => label.clone())
@@ -353,6 +358,7 @@ impl ClickHouseSink {
                         return Ok(());
                     }
                     Err(e) => {
+                        metrics::gauge!(CLICKHOUSE_UP).set(0.0);
                         errors.increment(1);
                         tracing::warn!(table, attempt, rows, error = %e, retry_in = ?backoff, "insert failed");
                         let gave_up = |source| SinkError::GaveUp {

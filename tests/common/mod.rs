@@ -3,10 +3,13 @@
 //! test with a message that says how to start it, never a silent pass.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod broker;
 pub mod objects;
 pub mod persons;
 pub mod pipeline;
+pub mod prometheus;
 pub mod views;
+pub mod webhook;
 
 use std::{
     net::{TcpStream, ToSocketAddrs},
