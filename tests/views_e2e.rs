@@ -97,16 +97,6 @@ fn loaded_from_store(log: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A counter of the running engine's `/metrics`.
-fn counter(p: &Pipeline, name: &str) -> u64 {
-    let text = reqwest::blocking::get(&p.metrics_url)
-        .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[test]
 fn a_restart_rebuilds_the_views_from_the_store_and_a_replay_of_the_topic_changes_nothing() {
     let sent = spread_history();
@@ -134,7 +124,7 @@ fn a_restart_rebuilds_the_views_from_the_store_and_a_replay_of_the_topic_changes
     check_views(&p, "after the restart");
     // The first half came back from the store: the restarted engine read only the second half
     // from Kafka (capture may have sent a retried batch twice, never the first half again).
-    let read = counter(&p, "hogstream_events_in_total");
+    let read = p.counter("hogstream_events_in_total");
     assert!(
         read > 0 && read < n - h / 2,
         "the restarted engine read {read} events from Kafka; {} were sent after the restart",
@@ -153,7 +143,7 @@ fn a_restart_rebuilds_the_views_from_the_store_and_a_replay_of_the_topic_changes
         .iter()
         .map(|(_, table, _)| query_string(&p, table))
         .collect();
-    let read_before = counter(&p, "hogstream_events_in_total");
+    let read_before = p.counter("hogstream_events_in_total");
     let out = p.hogstream(&["replay"]);
     assert!(
         out.status.success(),
@@ -161,13 +151,13 @@ fn a_restart_rebuilds_the_views_from_the_store_and_a_replay_of_the_topic_changes
         String::from_utf8_lossy(&out.stderr)
     );
     let deadline = Instant::now() + Duration::from_secs(120);
-    while counter(&p, "hogstream_events_in_total") < read_before + n && Instant::now() < deadline {
+    while p.counter("hogstream_events_in_total") < read_before + n && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
     }
-    let read = counter(&p, "hogstream_events_in_total") - read_before;
+    let read = p.counter("hogstream_events_in_total") - read_before;
     assert!(read >= n, "the engine read {read} replayed events of {n}");
     assert!(
-        counter(&p, "hogstream_view_duplicate_events_total") > 0,
+        p.counter("hogstream_view_duplicate_events_total") > 0,
         "replayed events were recognised as counted"
     );
     // One more flush interval for the last epoch's rows, had any changed.

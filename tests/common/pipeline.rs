@@ -561,6 +561,19 @@ token = "{TOKEN}"
         }
     }
 
+    /// A counter of the single-process engine's `/metrics`, summed over its series (0 when it
+    /// has none); `name` may carry labels (`name{label="value"}`).
+    pub fn counter(&self, name: &str) -> u64 {
+        let text = reqwest::blocking::get(&self.metrics_url)
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+
     /// Runs `sql` returning one UInt64.
     pub fn query_u64(&self, sql: &str) -> Result<u64, clickhouse::error::Error> {
         let rt = tokio::runtime::Builder::new_current_thread()
