@@ -99,6 +99,9 @@ pub struct WorkerContext {
     /// on no offset is committed, so everything since the last commit is read again after a
     /// restart.
     pub halted: AtomicBool,
+    /// Set when a worker of this process failed: the others stop waiting for it (a signal only
+    /// sets `shutdown`, and lets a start-up that is under way finish, then drain).
+    pub failed: AtomicBool,
 }
 
 type Epoch = u64;
@@ -309,9 +312,8 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
     } else {
         Vec::new()
     };
-    // Told to stop before the rewind ended (a signal, or another worker failed): nothing was
-    // read, so there is nothing to drain.
-    let Some(rewind) = recovery::Rewind::exchange(worker, own_floors, &shared.shutdown) else {
+    // Another worker failed before the rewind ended: nothing was read, nothing to drain.
+    let Some(rewind) = recovery::Rewind::exchange(worker, own_floors, &shared.failed) else {
         return Ok(());
     };
     let assigned = source::assign(&consumer, &shared.store, &partitions, rewind.floors())?;
@@ -321,7 +323,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Arc<WorkerContext>) -> Result<()
         &shared.store,
         &consumer,
         &assigned,
-        &shared.shutdown,
+        &shared.failed,
     )?;
     if !rewound {
         return Ok(());

@@ -233,6 +233,7 @@ pub fn run(
         shutdown: Arc::clone(&shutdown),
         views,
         halted: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
     });
     // Each worker reports its end as soon as its loop returns: timely then keeps stepping the
     // worker's dataflows until they complete, which after a failure may be never (a peer that
@@ -257,6 +258,7 @@ pub fn run(
         });
         if result.is_err() {
             // One failed worker stops the others, so the process exits instead of hanging.
+            shared.failed.store(true, Ordering::Relaxed);
             shared.shutdown.store(true, Ordering::Relaxed);
         }
         let _ = ended.send((index, result));

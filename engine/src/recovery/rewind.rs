@@ -55,16 +55,16 @@ pub struct Rewind {
     stored: Rc<Cell<usize>>,
 }
 
-/// Steps `worker` until `probe` passes `time`; `false` when the engine is told to stop first
-/// (a signal, or a worker of this process failed: the others would wait for it forever).
+/// Steps `worker` until `probe` passes `time`; `false` when `failed` is raised first (a worker
+/// of this process failed: the others would wait for it forever).
 fn step_past(
     worker: &mut Worker,
     probe: &ProbeHandle<u64>,
     time: u64,
-    shutdown: &AtomicBool,
+    failed: &AtomicBool,
 ) -> bool {
     while probe.less_than(&time) {
-        if shutdown.load(Ordering::Relaxed) {
+        if failed.load(Ordering::Relaxed) {
             return false;
         }
         worker.step_or_park(Some(std::time::Duration::from_millis(10)));
@@ -74,12 +74,12 @@ fn step_past(
 
 impl Rewind {
     /// Round 1: sends `own` (this process's first worker passes its store's floors, the others
-    /// nothing) and waits until every worker's floors arrived; `None` when the engine is told to
-    /// stop first.
+    /// nothing) and waits until every worker's floors arrived; `None` when another worker of
+    /// this process `failed` first.
     pub fn exchange(
         worker: &mut Worker,
         own: Vec<PartitionOffset>,
-        shutdown: &AtomicBool,
+        failed: &AtomicBool,
     ) -> Option<Self> {
         let floors: Rc<std::cell::RefCell<HashMap<(String, i32), i64>>> = Rc::default();
         let stored: Rc<Cell<usize>> = Rc::default();
@@ -103,7 +103,7 @@ impl Rewind {
             input.send(Note::Floor(f.topic.clone(), f.partition, f.next_offset));
         }
         input.advance_to(1);
-        if !step_past(worker, &probe, 1, shutdown) {
+        if !step_past(worker, &probe, 1, failed) {
             return None;
         }
         let floors = floors.take();
@@ -125,7 +125,7 @@ impl Rewind {
     /// first worker, which also lowers the store's other offsets), raises its read horizon of
     /// every rewound partition to the partition's end, says so, waits until every worker did
     /// or the round ended without them, then clears this process's floors if all did. `false`
-    /// when the engine is told to stop first (the floors stay).
+    /// when another worker of this process `failed` first (the floors stay).
     pub fn finish(
         mut self,
         worker: &mut Worker,
@@ -133,7 +133,7 @@ impl Rewind {
         store: &StateStore,
         consumer: &source::SourceConsumer,
         assigned: &source::Assigned,
-        shutdown: &AtomicBool,
+        failed: &AtomicBool,
     ) -> Result<bool, EngineError> {
         if first && !self.floors.is_empty() {
             let floors: Vec<PartitionOffset> = self
@@ -160,7 +160,7 @@ impl Rewind {
         }
         self.input.send(Note::Stored);
         self.input.advance_to(2);
-        if !step_past(worker, &self.probe, 2, shutdown) {
+        if !step_past(worker, &self.probe, 2, failed) {
             return Ok(false);
         }
         drop(self.input);
@@ -324,8 +324,8 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_told_to_stop_does_not_wait_for_the_others_forever() {
-        // Told to stop (another worker of its process failed) before the round could end.
+    fn a_worker_does_not_wait_forever_for_one_that_failed() {
+        // Another worker of its process failed before the round could end.
         let stopped = timely::execute_directly(|worker| {
             Rewind::exchange(worker, Vec::new(), &AtomicBool::new(true)).is_none()
         });
