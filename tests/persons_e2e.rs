@@ -157,3 +157,172 @@ fn late_events_do_not_overwrite_newer_person_properties() {
         "created_at is the earliest event"
     );
 }
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct EventPersonRow {
+    uuid: String,
+    person_id: String,
+    person_properties: String,
+    person_created_ms: i64,
+    person_mode: String,
+}
+
+/// Each stored event's person, as `EventView`s by event uuid.
+fn stored_views(
+    p: &Pipeline,
+) -> std::collections::BTreeMap<Uuid, hogstream_state::persons::reference::EventView> {
+    p.rows::<EventPersonRow>(&format!(
+        "SELECT toString(uuid) AS uuid, toString(person_id) AS person_id, person_properties, \
+         toUnixTimestamp64Milli(person_created_at) AS person_created_ms, \
+         toString(person_mode) AS person_mode FROM events FINAL WHERE team_id = {TEAM_ID}"
+    ))
+    .into_iter()
+    .map(|r| {
+        let mode = match r.person_mode.as_str() {
+            "full" => "full",
+            "force_upgrade" => "force_upgrade",
+            "propertyless" => "propertyless",
+            other => panic!("unknown person_mode {other}"),
+        };
+        let view = hogstream_state::persons::reference::EventView {
+            person_id: Uuid::parse_str(&r.person_id).unwrap(),
+            properties: object(&r.person_properties),
+            created_at: common::persons::millis(r.person_created_ms),
+            mode,
+        };
+        (Uuid::parse_str(&r.uuid).unwrap(), view)
+    })
+    .collect()
+}
+
+/// One person's history for persons on events (docs/posthog-rules.md §2.8, §3.7): personless
+/// browsing before the person exists, `$set`s that change a property, personless events inside
+/// and after PostHog's one-minute upgrade grace, an `$identify`, a later `$set`.
+fn point_in_time_history() -> Vec<common::persons::Sent> {
+    let ev = |n: u128, s: i64, did: &str, event: &str, props: serde_json::Value| {
+        common::persons::Sent::from_body(json!({
+            "event": event, "distinct_id": did,
+            "uuid": Uuid::from_u128(0x0196_0000_0000_7000_8000_0000_0000_0000 | n).to_string(),
+            "timestamp": at(s).to_rfc3339(), "properties": props,
+        }))
+    };
+    let personless = json!({"$process_person_profile": false});
+    vec![
+        ev(0, 0, "pit-anon", "$pageview", personless.clone()),
+        ev(
+            1,
+            10,
+            "pit-anon",
+            "$pageview",
+            json!({"$set": {"plan": "free"}}),
+        ),
+        ev(2, 20, "pit-anon", "$pageview", json!({})),
+        ev(
+            3,
+            25,
+            "pit-anon",
+            "$pageview",
+            json!({"$set_once": {"source": "ad"}}),
+        ),
+        ev(4, 30, "pit-anon", "$set", json!({"$set": {"plan": "pro"}})),
+        ev(5, 40, "pit-anon", "$pageview", personless.clone()),
+        ev(6, 200, "pit-anon", "$pageview", personless),
+        ev(
+            7,
+            300,
+            "pit-user",
+            "$identify",
+            json!({"$anon_distinct_id": "pit-anon", "$set": {"email": "u@example.com"}}),
+        ),
+        ev(
+            8,
+            400,
+            "pit-user",
+            "$pageview",
+            json!({"$set": {"plan": "enterprise"}}),
+        ),
+        ev(9, 350, "pit-anon", "$pageview", json!({})),
+    ]
+}
+
+#[test]
+fn events_carry_their_person_as_of_their_own_time_in_one_request_and_over_many() {
+    use hogstream_state::persons::reference::event_views;
+    let sent = point_in_time_history();
+    let persons: Vec<_> = sent.iter().map(|s| s.person.clone()).collect();
+    let all = event_views(&persons);
+    let view = |n: usize| &all[&(TEAM_ID, sent[n].person.stamp.uuid())];
+    // What the reference says, spelled out for the rules the issue names.
+    assert_eq!(view(0).mode, "propertyless");
+    assert_eq!(view(0).person_id, person_uuid(TEAM_ID, "pit-anon"));
+    assert_eq!(view(0).created_at.timestamp(), 5, "1970-01-01 00:00:05");
+    assert_eq!(
+        view(2).properties["plan"],
+        json!("free"),
+        "before the pro write"
+    );
+    assert!(!view(2).properties.contains_key("source"), "set once later");
+    assert_eq!(view(4).properties["plan"], json!("pro"));
+    assert_eq!(view(4).properties["source"], json!("ad"));
+    assert_eq!(
+        (view(5).mode, view(5).properties.len()),
+        ("propertyless", 0),
+        "grace"
+    );
+    assert_eq!(view(5).created_at, at(10));
+    assert_eq!(
+        (view(6).mode, view(6).properties.len()),
+        ("force_upgrade", 0)
+    );
+    assert!(!view(6).properties.contains_key("email"));
+    assert_eq!(view(7).properties["email"], json!("u@example.com"));
+    assert_eq!(
+        view(9).properties["plan"],
+        json!("pro"),
+        "before enterprise"
+    );
+    assert_eq!(view(8).properties["plan"], json!("enterprise"));
+
+    let mut shuffled: Vec<usize> = (0..sent.len()).collect();
+    Rng(11).shuffle(&mut shuffled);
+    assert_ne!(shuffled, (0..sent.len()).collect::<Vec<_>>());
+    let count = format!("SELECT count() FROM events FINAL WHERE team_id = {TEAM_ID}");
+
+    // One request, shuffled, read by the engine in one go (it starts once capture has written
+    // them): each event as of its own time, whatever else came with it.
+    let p = Pipeline::new(1, 1);
+    p.start_capture();
+    let bodies: Vec<_> = shuffled.iter().map(|&i| sent[i].body.clone()).collect();
+    assert_eq!(p.send_batch(&bodies), 200);
+    p.start_engine();
+    let n = sent.len() as u64;
+    assert_eq!(p.wait_for(&count, n, Duration::from_secs(90)), n);
+    let stored = stored_views(&p);
+    for (i, s) in sent.iter().enumerate() {
+        let uuid = s.person.stamp.uuid();
+        assert_eq!(stored.get(&uuid), Some(view(i)), "one request: event {i}");
+    }
+    drop(p);
+
+    // One request per event, shuffled, each stored before the next is sent: a late event is
+    // given its person as of its own time from everything that arrived before it.
+    let p = Pipeline::new(1, 1);
+    p.start_capture();
+    p.start_engine();
+    for (k, &i) in shuffled.iter().enumerate() {
+        assert_eq!(p.send_batch(&[sent[i].body.clone()]), 200);
+        let want = k as u64 + 1;
+        assert_eq!(p.wait_for(&count, want, Duration::from_secs(60)), want);
+    }
+    let stored = stored_views(&p);
+    for (k, &i) in shuffled.iter().enumerate() {
+        let arrived: Vec<_> = shuffled[..=k].iter().map(|&j| persons[j].clone()).collect();
+        let uuid = sent[i].person.stamp.uuid();
+        let want = &event_views(&arrived)[&(TEAM_ID, uuid)];
+        assert_eq!(
+            stored.get(&uuid),
+            Some(want),
+            "over many requests: event {i}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use std::{collections::HashMap, sync::LazyLock};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::teams::Teams;
+use hogstream_state::persons::Personless;
 
 /// A captured event ready for the person stage.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,8 @@ pub struct NormalizedEvent {
     pub now: DateTime<Utc>,
     pub elements_chain: String,
     pub process_person: bool,
+    /// What the event may learn of its id's person when it does not process it.
+    pub personless: Personless,
 }
 
 /// An ingestion warning for the `ingestion_warnings` table.
@@ -74,6 +77,12 @@ impl std::fmt::Debug for TeamTransforms {
 }
 
 const MAX_DISTINCT_ID_CHARS: usize = 400;
+/// PostHog's limit of a `$groupidentify`'s `$group_key`, in UTF-16 code units (its Postgres
+/// column is `varchar(400)`; JavaScript measures strings so).
+const MAX_GROUP_KEY_LENGTH: usize = 400;
+/// Legacy `$elements`: PostHog cuts each element's text and href to these many characters.
+const MAX_ELEMENT_TEXT_CHARS: usize = 400;
+const MAX_ELEMENT_HREF_CHARS: usize = 2048;
 const MAX_EVENT_NAME_CHARS: usize = 200;
 const PERSON_EVENTS: &[&str] = &[
     "$identify",
@@ -172,7 +181,15 @@ fn steps(payload: &[u8], force_personless: bool, teams: &Teams, rules: &Rules) -
     };
     let mut warnings = Vec::new();
     let forced = force_personless || team.person_processing_opt_out;
-    let process_person = person_processing(&context, forced, &properties, &mut warnings)?;
+    let personless = if force_personless {
+        Personless::Unlinked
+    } else if team.person_processing_opt_out {
+        Personless::NeverUpgraded
+    } else {
+        Personless::Upgradable
+    };
+    let process_person = person_processing(&context, forced, &mut properties, &mut warnings)?;
+    check_group_key(&context, &properties)?;
     person_properties(
         &mut data,
         &mut properties,
@@ -193,6 +210,7 @@ fn steps(payload: &[u8], force_personless: bool, teams: &Teams, rules: &Rules) -
             now,
             elements_chain,
             process_person,
+            personless,
         },
         warnings,
     ))
@@ -369,8 +387,25 @@ fn run_plugins(
 
 /// Whether the event processes its person: not when `forced` off (the capture header or the
 /// team's opt-out) or `$process_person_profile` is false; a person event (`$identify`…) that
-/// may not is dropped with a warning.
+/// may not is dropped with a warning. As in PostHog, the stored event then carries
+/// `$process_person_profile: false`, and no `$process_person_profile` when it processes its
+/// person.
 fn person_processing(
+    context: &Context<'_>,
+    forced_off: bool,
+    properties: &mut Map<String, Value>,
+    warnings: &mut Vec<Warning>,
+) -> Step<bool> {
+    let process_person = person_processing_of(context, forced_off, properties, warnings)?;
+    if process_person {
+        properties.remove("$process_person_profile");
+    } else {
+        properties.insert("$process_person_profile".into(), Value::Bool(false));
+    }
+    Ok(process_person)
+}
+
+fn person_processing_of(
     context: &Context<'_>,
     forced_off: bool,
     properties: &Map<String, Value>,
@@ -394,6 +429,33 @@ fn person_processing(
         }));
     }
     Ok(process_person)
+}
+
+/// A `$groupidentify` whose `$group_key` PostHog could not store (longer than
+/// [`MAX_GROUP_KEY_LENGTH`]) is dropped with a `group_key_too_long` warning.
+fn check_group_key(context: &Context<'_>, properties: &Map<String, Value>) -> Step<()> {
+    if context.event != "$groupidentify" {
+        return Ok(());
+    }
+    let key = match properties.get("$group_key") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Ok(()),
+    };
+    let length = key.encode_utf16().count();
+    if length <= MAX_GROUP_KEY_LENGTH {
+        return Ok(());
+    }
+    let mut warning = context.warning("group_key_too_long", None);
+    if let Value::Object(d) = &mut warning.details {
+        d.insert("groupKey".into(), Value::String(key));
+        d.insert("groupKeyLength".into(), length.into());
+        d.insert("maxLength".into(), MAX_GROUP_KEY_LENGTH.into());
+    }
+    Err(Box::new(Outcome::Dropped {
+        reason: "group_key_too_long",
+        warning: Some(warning),
+    }))
 }
 
 /// `$set`/`$set_once` from the top level, `$sent_at`, lifted person properties; personless
@@ -463,6 +525,12 @@ fn merge_top_level(data: &mut Map<String, Value>, properties: &mut Map<String, V
 /// `$set` wins) and `$initial_*` into `$set_once`. `$os` is not lifted for server events.
 /// Public for tests that model what the person stage receives.
 pub fn lift_person_properties(properties: &mut Map<String, Value>) {
+    // `$os_name` (some SDKs send it) stands in for a missing `$os`, and is lifted as it.
+    if !properties.contains_key("$os")
+        && let Some(os) = properties.get("$os_name").cloned()
+    {
+        properties.insert("$os".into(), os);
+    }
     let is_server = properties.get("$is_server") == Some(&Value::Bool(true));
     let mut lifted: Vec<(usize, Value)> = properties
         .iter()
@@ -522,6 +590,14 @@ fn text_of(v: &Value) -> String {
     }
 }
 
+/// `text` cut to its first `max` characters.
+fn cut(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
 /// One element of the chain: `tag.class1.class2:attr="value"...`, attributes sorted by name.
 fn element_to_string(el: &Map<String, Value>) -> String {
     let mut out = el.get("tag_name").map(text_of).unwrap_or_default();
@@ -550,10 +626,10 @@ fn element_to_string(el: &Map<String, Value>) -> String {
         ),
     ];
     if let Some(t) = el.get("$el_text").or_else(|| el.get("text")) {
-        attrs.push(("text".into(), text_of(t)));
+        attrs.push(("text".into(), cut(text_of(t), MAX_ELEMENT_TEXT_CHARS)));
     }
     if let Some(h) = el.get("attr__href").or_else(|| el.get("href")) {
-        attrs.push(("href".into(), text_of(h)));
+        attrs.push(("href".into(), cut(text_of(h), MAX_ELEMENT_HREF_CHARS)));
     }
     if let Some(id) = el.get("attr__id") {
         attrs.push(("attr_id".into(), text_of(id)));
@@ -1041,18 +1117,27 @@ mod tests {
         #[test]
         fn person_processing_warns_in_posthogs_words_and_order() {
             let mut warnings = Vec::new();
-            let props = object(json!({"$process_person_profile": "yes"}));
-            assert!(person_processing(&context("e"), false, &props, &mut warnings).unwrap());
+            let mut props = object(json!({"$process_person_profile": "yes"}));
+            assert!(person_processing(&context("e"), false, &mut props, &mut warnings).unwrap());
             assert_eq!(warnings[0].kind, "invalid_process_person_profile");
             // The details' text is stored; its key order is part of the output.
             assert_eq!(
                 warnings[0].details.to_string(),
                 r#"{"eventUuid":"00000000-0000-0000-0000-000000000009","event":"e","distinctId":"d","$process_person_profile":"yes"}"#
             );
-            let props = object(json!({"$process_person_profile": false}));
-            assert!(!person_processing(&context("e"), false, &props, &mut warnings).unwrap());
-            assert!(!person_processing(&context("e"), true, &Map::new(), &mut warnings).unwrap());
-            match person_processing(&context("$identify"), true, &Map::new(), &mut warnings)
+            // PostHog's normalizeEventStep: a person-processing event loses the property, a
+            // personless one keeps it as false.
+            assert!(!props.contains_key("$process_person_profile"));
+            let mut props = object(json!({"$process_person_profile": false}));
+            assert!(!person_processing(&context("e"), false, &mut props, &mut warnings).unwrap());
+            assert_eq!(props["$process_person_profile"], false);
+            let mut props = Map::new();
+            assert!(!person_processing(&context("e"), true, &mut props, &mut warnings).unwrap());
+            assert_eq!(
+                props["$process_person_profile"], false,
+                "forced personless: said so on the event"
+            );
+            match person_processing(&context("$identify"), true, &mut Map::new(), &mut warnings)
                 .map_err(|e| *e)
             {
                 Err(Outcome::Dropped { reason, warning }) => {
@@ -1094,6 +1179,74 @@ mod tests {
                     "{event} {process_person}: {props:?}"
                 );
             }
+        }
+
+        /// PostHog `validate-event-properties.test.ts`: a `$groupidentify` whose group key has
+        /// 401 characters is dropped with `group_key_too_long`; 400 are allowed.
+        #[test]
+        fn a_group_key_over_400_characters_is_dropped_with_a_warning() {
+            let c = context("$groupidentify");
+            for key in ["k".repeat(399), "k".repeat(400), "é".repeat(400)] {
+                let props = object(json!({"$group_type": "company", "$group_key": key}));
+                assert!(check_group_key(&c, &props).is_ok());
+            }
+            let long = "k".repeat(401);
+            let props = object(json!({"$group_type": "company", "$group_key": long}));
+            match check_group_key(&c, &props).map_err(|e| *e) {
+                Err(Outcome::Dropped {
+                    reason: "group_key_too_long",
+                    warning: Some(w),
+                }) => {
+                    assert_eq!(w.kind, "group_key_too_long");
+                    assert_eq!(w.details["groupKeyLength"], 401);
+                    assert_eq!(w.details["maxLength"], 400);
+                    assert_eq!(w.details["groupKey"], long);
+                }
+                other => panic!("{other:?}"),
+            }
+            // Only `$groupidentify` is checked; a group key elsewhere is just a property.
+            assert!(check_group_key(&context("e"), &props).is_ok());
+            // 401 UTF-16 code units: an emoji counts two, as in JavaScript.
+            let emoji = format!("{}{}", "k".repeat(399), "🦔");
+            let props = object(json!({"$group_key": emoji}));
+            assert!(check_group_key(&c, &props).is_err());
+        }
+
+        /// PostHog `utils.test.ts` "treats $os_name as fallback for $os".
+        #[test]
+        fn os_name_stands_in_for_a_missing_os() {
+            let mut props = object(json!({"$os_name": "Android"}));
+            lift_person_properties(&mut props);
+            assert_eq!(props["$os"], "Android");
+            assert_eq!(props["$set"]["$os"], "Android");
+            assert_eq!(props["$set_once"]["$initial_os"], "Android");
+            assert_eq!(props["$os_name"], "Android", "the event keeps it");
+            let mut props = object(json!({"$os_name": "Android", "$os": "iOS"}));
+            lift_person_properties(&mut props);
+            assert_eq!(props["$set"]["$os"], "iOS", "$os wins when both are sent");
+        }
+
+        /// PostHog `process-event.test.ts` "long htext": a legacy element's text is cut to 400
+        /// characters and its href to 2,048.
+        #[test]
+        fn legacy_elements_have_their_text_and_href_cut() {
+            let text = "t".repeat(2050);
+            let href = "h".repeat(2050);
+            let mut props = object(
+                json!({"$elements": [{"tag_name": "a", "$el_text": text, "attr__href": href}]}),
+            );
+            let chain = take_elements_chain(&mut props);
+            assert!(
+                chain.contains(&format!("text=\"{}\"", "t".repeat(400))),
+                "{chain}"
+            );
+            assert!(!chain.contains(&"t".repeat(401)));
+            // The `href` is cut; the `attr__href` attribute is copied as sent, as in PostHog.
+            assert!(chain.contains(&format!("\"href=\"{}\"", "h".repeat(2048))));
+            assert!(chain.contains(&format!("attr__href=\"{href}\"")));
+            // A chain sent as it is stays as it is.
+            let mut props = object(json!({"$elements_chain": format!("a:text=\"{text}\"")}));
+            assert!(take_elements_chain(&mut props).contains(&text));
         }
 
         #[test]

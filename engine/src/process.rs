@@ -165,6 +165,7 @@ impl Processor {
             .par_iter()
             .map(|(record, e)| PersonEvent {
                 replay: record.replay,
+                personless: e.personless,
                 ..PersonEvent::from_event(
                     e.team_id,
                     e.uuid,

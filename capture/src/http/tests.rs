@@ -293,6 +293,15 @@ async fn recordings_and_unknown_paths_get_json_errors() {
     call(&app, post_json("/nope", json!({})))
         .await
         .assert_error(404, "not_found");
+    // Feature flags are PostHog's flags service: an SDK asking capture gets a clear JSON 404.
+    for path in ["/decide/?v=3", "/flags/?v=2"] {
+        call(
+            &app,
+            post_json(path, json!({"token": "phc_x", "distinct_id": "d"})),
+        )
+        .await
+        .assert_error(404, "not_found");
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::Table;
+use super::{Table, jsonb::without_nul};
 use hogstream_state::persons::GroupChange;
 use serde_json::Value;
 
@@ -52,7 +52,7 @@ pub fn row(change: GroupChange, version: u64) -> GroupRow {
         group_key: change.group_key,
         created_at: change.created_at,
         team_id: change.team_id,
-        group_properties: Value::Object(change.properties).to_string(),
+        group_properties: without_nul(&Value::Object(change.properties).to_string()).into_owned(),
         version,
     }
 }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod group_type_mapping;
 pub mod groups;
 pub mod ingestion_warnings;
+mod jsonb;
 pub mod person;
 pub mod person_distinct_id2;
 pub mod person_distinct_id_overrides;

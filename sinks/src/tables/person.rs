@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::Table;
+use super::{Table, jsonb::without_nul};
 use hogstream_state::persons::PersonChange;
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ pub fn row(change: PersonChange, version: u64) -> PersonRow {
         id: change.person.id,
         created_at: change.person.created_at,
         team_id: change.team_id,
-        properties: change.person.properties_json.to_string(),
+        properties: without_nul(&change.person.properties_json).into_owned(),
         is_identified: i8::from(change.person.is_identified),
         is_deleted: i8::from(change.is_deleted),
         version,

@@ -14,9 +14,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    identity::{Identity, MergeEntry, replay},
+    identity::{Identity, MergeEntry, ReplayedPerson, replay},
     input::{PersonEvent, Stamp},
-    registers::Registers,
+    registers::{Earlier, Registers},
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,35 @@ pub struct Component {
     pub stored: BTreeMap<String, BTreeSet<Uuid>>,
     /// Distinct ids that have an override row; it is re-pointed whenever their person changes.
     pub overridden: BTreeSet<String>,
+    /// The `$set`/`$unset` writes a later one replaced, of the distinct ids that have any:
+    /// what lets an event carry its person as of its own time.
+    pub earlier: BTreeMap<String, Earlier>,
+}
+
+/// The record as written before `earlier` existed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ComponentV2 {
+    distinct_ids: BTreeMap<String, DistinctIdState>,
+    merges: BTreeSet<MergeEntry>,
+    emitted: Emitted,
+    personless: BTreeMap<String, Stamp>,
+    stored: BTreeMap<String, BTreeSet<Uuid>>,
+    overridden: BTreeSet<String>,
+}
+
+impl ComponentV2 {
+    /// No history: events older than a write already held see its value.
+    pub fn upgrade(self) -> Component {
+        Component {
+            distinct_ids: self.distinct_ids,
+            merges: self.merges,
+            emitted: self.emitted,
+            personless: self.personless,
+            stored: self.stored,
+            overridden: self.overridden,
+            earlier: BTreeMap::new(),
+        }
+    }
 }
 
 /// The record as written before `personless`, `stored` and `overridden` existed.
@@ -86,6 +115,7 @@ impl ComponentV1 {
             personless: BTreeMap::new(),
             stored,
             overridden,
+            earlier: BTreeMap::new(),
         }
     }
 }
@@ -138,6 +168,9 @@ impl PersonChanges {
 pub struct Resolved {
     pub identity: Identity,
     pub persons: Vec<ResolvedPerson>,
+    /// The latest stamp of anything that shapes the persons: an event stamped at or after it
+    /// sees them as they are now.
+    pub latest: Option<Stamp>,
 }
 
 impl Resolved {
@@ -166,8 +199,25 @@ impl Component {
             .distinct_ids
             .get_mut(&event.distinct_id)
             .expect("inserted above");
-        did.registers
-            .write(event.stamp, &event.set, &event.set_once, &event.unset);
+        let write = |registers: &mut Registers, earlier: &mut Earlier| {
+            registers.write(
+                earlier,
+                event.stamp,
+                &event.set,
+                &event.set_once,
+                &event.unset,
+            );
+        };
+        match self.earlier.get_mut(&event.distinct_id) {
+            Some(earlier) => write(&mut did.registers, earlier),
+            None => {
+                let mut earlier = Earlier::default();
+                write(&mut did.registers, &mut earlier);
+                if !earlier.is_empty() {
+                    self.earlier.insert(event.distinct_id.clone(), earlier);
+                }
+            }
+        }
         match event.effective_merge() {
             Some((kind, other)) => {
                 self.distinct_ids.entry(other.to_owned()).or_default();
@@ -262,13 +312,18 @@ impl Component {
         self.settle_single(team_id);
         other.settle_single(team_id);
         for (did, state) in other.distinct_ids {
-            let mine = self.distinct_ids.entry(did).or_default();
+            let mine = self.distinct_ids.entry(did.clone()).or_default();
             mine.first_plain = match (mine.first_plain, state.first_plain) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            mine.registers.join(&state.registers);
+            let earlier = self.earlier.entry(did).or_default();
+            mine.registers.join_keeping(earlier, &state.registers);
         }
+        for (did, earlier) in other.earlier {
+            self.earlier.entry(did).or_default().join(&earlier);
+        }
+        self.earlier.retain(|_, e| !e.is_empty());
         self.merges.extend(other.merges);
         for (did, stamp) in other.personless {
             let mine = self.personless.entry(did).or_insert(stamp);
@@ -287,46 +342,96 @@ impl Component {
     }
 
     pub fn resolve(&self, team_id: i64) -> Resolved {
-        let identity = replay(
-            team_id,
-            self.distinct_ids
-                .iter()
-                .filter_map(|(d, s)| s.first_plain.map(|f| (d.as_str(), f))),
-            &self.merges,
-            &self.personless,
-        );
+        let identity = self.replay(team_id, None);
         let persons = identity
             .persons
             .iter()
-            .map(|p| {
-                // Most persons have one distinct id: its registers are read in place.
-                let mut joined = Registers::default();
-                let registers = match p.distinct_ids.first() {
-                    Some(did) if p.distinct_ids.len() == 1 => {
-                        self.distinct_ids.get(did).map_or(&joined, |s| &s.registers)
-                    }
-                    _ => {
-                        for s in p
-                            .distinct_ids
-                            .iter()
-                            .filter_map(|d| self.distinct_ids.get(d))
-                        {
-                            joined.join(&s.registers);
-                        }
-                        &joined
-                    }
-                };
-                let creator = Value::String(p.creator.uuid().to_string());
-                let once = ("$creator_event_uuid", p.creator, &creator);
-                ResolvedPerson {
-                    id: p.uuid,
-                    properties_json: registers.visible_json_with_once(Some(once)).into(),
-                    is_identified: p.is_identified,
-                    created_at: p.creator.timestamp(),
-                }
-            })
+            .map(|p| self.person(p, None))
             .collect();
-        Resolved { identity, persons }
+        let plain = self.distinct_ids.values().filter_map(|s| s.first_plain);
+        let writes = self
+            .distinct_ids
+            .iter()
+            .filter_map(|(d, s)| s.registers.latest_change(self.earlier.get(d)));
+        let merges = self.merges.iter().map(|m| m.stamp);
+        let latest = plain.chain(writes).chain(merges).max();
+        Resolved {
+            identity,
+            persons,
+            latest,
+        }
+    }
+
+    /// The identity replay of the entries stamped at or before `at` (all of them for `None`).
+    fn replay(&self, team_id: i64, at: Option<Stamp>) -> Identity {
+        let upto = |s: &Stamp| at.is_none_or(|at| *s <= at);
+        let first_plain = self
+            .distinct_ids
+            .iter()
+            .filter_map(|(d, s)| s.first_plain.filter(upto).map(|f| (d.as_str(), f)));
+        match at {
+            None => replay(team_id, first_plain, &self.merges, &self.personless),
+            Some(_) => {
+                // Entries are ordered by stamp first: those up to `at` are a prefix.
+                let merges: BTreeSet<MergeEntry> = self
+                    .merges
+                    .iter()
+                    .take_while(|m| upto(&m.stamp))
+                    .cloned()
+                    .collect();
+                replay(team_id, first_plain, &merges, &self.personless)
+            }
+        }
+    }
+
+    /// A replayed person with its properties, as they are or as they were at `at`.
+    fn person(&self, p: &ReplayedPerson, at: Option<Stamp>) -> ResolvedPerson {
+        let dids = p.distinct_ids.iter().filter_map(|d| {
+            let s = self.distinct_ids.get(d)?;
+            Some((&s.registers, self.earlier.get(d)))
+        });
+        let mut joined = Registers::default();
+        let registers = match at {
+            Some(at) => {
+                for (r, earlier) in dids {
+                    joined.join(&r.as_of(earlier, at));
+                }
+                &joined
+            }
+            // Most persons have one distinct id: its registers are read in place.
+            None if p.distinct_ids.len() == 1 => dids.map(|(r, _)| r).next().unwrap_or(&joined),
+            None => {
+                for (r, _) in dids {
+                    joined.join(r);
+                }
+                &joined
+            }
+        };
+        let creator = Value::String(p.creator.uuid().to_string());
+        let once = ("$creator_event_uuid", p.creator, &creator);
+        ResolvedPerson {
+            id: p.uuid,
+            properties_json: registers.visible_json_with_once(Some(once)).into(),
+            is_identified: p.is_identified,
+            created_at: p.creator.timestamp(),
+        }
+    }
+
+    /// The person `distinct_id` had at `at` (its properties then), if it had one: the
+    /// resolved one when nothing that shapes the component is later than `at`.
+    pub fn person_at(
+        &self,
+        team_id: i64,
+        resolved: &Resolved,
+        distinct_id: &str,
+        at: Stamp,
+    ) -> Option<ResolvedPerson> {
+        if resolved.latest.is_none_or(|latest| latest <= at) {
+            return resolved.person_of(distinct_id).cloned();
+        }
+        let identity = self.replay(team_id, Some(at));
+        let p = identity.person_of(distinct_id)?;
+        Some(self.person(p, Some(at)))
     }
 
     /// The rows that bring ClickHouse from the last emitted state to `resolved`, and the new

@@ -46,6 +46,23 @@ pub enum MergeKind {
     MergeDangerously,
 }
 
+/// What a personless event (`process_person == false`) may learn of its id's person, as
+/// PostHog's `processPersonlessStep` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Personless {
+    /// `$process_person_profile: false`: the event carries its id's person, if one exists,
+    /// without properties, and is `force_upgrade`d when that person was created more than a
+    /// minute before it.
+    #[default]
+    Upgradable,
+    /// The team opted out of person processing: the id's person without properties, never
+    /// upgraded.
+    NeverUpgraded,
+    /// Capture's force-disable header: the id's own UUIDv5 person, whether or not a person
+    /// exists (PostHog does not look one up).
+    Unlinked,
+}
+
 /// A `$groupidentify`: LWW properties for one group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupIdentify {
@@ -64,6 +81,8 @@ pub struct PersonEvent<'a> {
     pub distinct_id: String,
     /// `false` for `$process_person_profile=false` and opted-out teams: no state is written.
     pub process_person: bool,
+    /// What a personless event may learn of its id's person.
+    pub personless: Personless,
     /// The other distinct id of `$identify` / `$create_alias` / `$merge_dangerously`, as sent.
     pub merge: Option<(MergeKind, String)>,
     pub set: Cow<'a, Map<String, Value>>,
@@ -138,6 +157,10 @@ fn object(properties: &Map<String, Value>, key: &str) -> Map<String, Value> {
     }
 }
 
+/// Events that never update their person's properties (PostHog's `NO_PERSON_UPDATE_EVENTS`):
+/// their `$set`, `$set_once` and `$unset` stay on the event and change no person.
+pub const NO_PERSON_UPDATE_EVENTS: [&str; 2] = ["$exception", "$$heatmap"];
+
 impl<'a> PersonEvent<'a> {
     /// Reads the person-relevant fields of a normalized event. `properties` are left as they
     /// are: PostHog keeps `$set` and friends on the stored event.
@@ -157,7 +180,9 @@ impl<'a> PersonEvent<'a> {
             "$merge_dangerously" => other("alias").map(|o| (MergeKind::MergeDangerously, o)),
             _ => None,
         };
+        let updates = !NO_PERSON_UPDATE_EVENTS.contains(&event);
         let unset = match properties.get("$unset") {
+            _ if !updates => Vec::new(),
             Some(Value::Array(keys)) => keys.iter().filter_map(id_text).collect(),
             Some(Value::Object(m)) => m.keys().cloned().collect(),
             _ => Vec::new(),
@@ -182,9 +207,18 @@ impl<'a> PersonEvent<'a> {
             stamp: Stamp::new(timestamp, uuid),
             distinct_id: distinct_id.to_owned(),
             process_person,
+            personless: Personless::default(),
             merge,
-            set: borrowed_object(properties, "$set"),
-            set_once: borrowed_object(properties, "$set_once"),
+            set: if updates {
+                borrowed_object(properties, "$set")
+            } else {
+                Cow::Owned(Map::new())
+            },
+            set_once: if updates {
+                borrowed_object(properties, "$set_once")
+            } else {
+                Cow::Owned(Map::new())
+            },
             unset,
             groups,
             group_identify,
@@ -245,6 +279,39 @@ mod tests {
         }
     }
 
+    /// PostHog `person-state-batch.test.ts` "does not update person properties for %s"
+    /// (`$exception`, `$$heatmap`).
+    #[test]
+    fn exceptions_and_heatmaps_never_update_their_person() {
+        let props = json!({"$set": {"a": 1}, "$set_once": {"b": 2}, "$unset": ["c"]});
+        for event in NO_PERSON_UPDATE_EVENTS {
+            let e = PersonEvent::from_event(
+                1,
+                Uuid::from_u128(9),
+                Utc::now(),
+                "user",
+                event,
+                props.as_object().unwrap(),
+                true,
+            );
+            assert!(
+                e.set.is_empty() && e.set_once.is_empty() && e.unset.is_empty(),
+                "{event}"
+            );
+            assert!(e.process_person, "{event} still has its person");
+        }
+        let e = PersonEvent::from_event(
+            1,
+            Uuid::from_u128(9),
+            Utc::now(),
+            "user",
+            "$pageview",
+            props.as_object().unwrap(),
+            true,
+        );
+        assert_eq!(e.set.len(), 1);
+    }
+
     #[test]
     fn parses_merges_unset_groups_and_groupidentify() {
         let props = json!({
@@ -299,6 +366,7 @@ mod tests {
             stamp: Stamp { ts_us: 0, uuid: 0 },
             distinct_id: d.into(),
             process_person: true,
+            personless: Personless::default(),
             merge: Some((MergeKind::Alias, o.into())),
             set: Default::default(),
             set_once: Default::default(),

@@ -20,7 +20,7 @@ mod tests;
 
 pub use component::{DistinctIdChange, PersonChange, PersonChanges, ResolvedPerson};
 pub use groups::MAX_GROUP_TYPES;
-pub use input::{GroupIdentify, MergeKind, PersonEvent, Stamp, is_illegal_id};
+pub use input::{GroupIdentify, MergeKind, PersonEvent, Personless, Stamp, is_illegal_id};
 pub use stage::{
     Changes, DEFAULT_COMPONENT_CACHE, EventPerson, GroupChange, GroupTypeChange, PendingWrites,
     PersonMode, PersonState, PersonWarning, Processed, personless_created_at, record_key,

@@ -10,7 +10,7 @@ use hogstream_event::ids::person_uuid;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::input::{MergeKind, PersonEvent, Stamp};
+use super::input::{MergeKind, PersonEvent, Personless, Stamp};
 
 /// A person of the final state.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,16 @@ pub struct FinalState {
     /// (team, event uuid) → the person the event joins to.
     pub event_persons: BTreeMap<(i64, Uuid), Uuid>,
     pub groups: BTreeMap<(i64, String, String), FinalGroup>,
+}
+
+/// What one event carries: its distinct id's person as of the event ("persons on events").
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventView {
+    pub person_id: Uuid,
+    pub properties: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    /// PostHog's `person_mode`: `full`, `force_upgrade` or `propertyless`.
+    pub mode: &'static str,
 }
 
 /// The override rows of a sequential processor: distinct ids some of whose events were stored
@@ -147,15 +157,39 @@ impl Team {
         self.persons[idx].as_mut().expect("live")
     }
 
-    /// Applies one event; returns the person id it is stored with.
-    fn event(&mut self, e: &PersonEvent) -> Uuid {
+    /// Applies one event; returns what it is stored with.
+    fn event(&mut self, e: &PersonEvent) -> EventView {
         let me = e.distinct_id.as_str();
         if !e.process_person {
-            return match self.person_of.get(me) {
-                Some(&p) => self.live(p).uuid,
-                None => {
-                    self.personless.insert(me.to_owned());
-                    person_uuid(e.team_id, me)
+            return match self.person_of.get(me).copied() {
+                // PostHog upgrades only a minute after the person's creation: events sent
+                // before it may be processed after it.
+                Some(p) if e.personless != Personless::Unlinked => {
+                    let p = self.live(p);
+                    let created = p.created.timestamp();
+                    let upgrade = e.personless == Personless::Upgradable
+                        && e.stamp.timestamp() > created + chrono::TimeDelta::seconds(60);
+                    EventView {
+                        person_id: p.uuid,
+                        properties: Map::new(),
+                        created_at: created,
+                        mode: if upgrade {
+                            "force_upgrade"
+                        } else {
+                            "propertyless"
+                        },
+                    }
+                }
+                found => {
+                    if found.is_none() {
+                        self.personless.insert(me.to_owned());
+                    }
+                    EventView {
+                        person_id: person_uuid(e.team_id, me),
+                        properties: Map::new(),
+                        created_at: DateTime::from_timestamp(5, 0).expect("in range"),
+                        mode: "propertyless",
+                    }
                 }
             };
         }
@@ -204,8 +238,14 @@ impl Team {
                 p
             }
         };
-        self.live(target).apply(e);
-        self.live(target).uuid
+        let p = self.live(target);
+        p.apply(e);
+        EventView {
+            person_id: p.uuid,
+            properties: p.properties(),
+            created_at: p.created.timestamp(),
+            mode: "full",
+        }
     }
 
     fn store(&mut self, e: &PersonEvent, person: Uuid) {
@@ -238,15 +278,25 @@ pub fn sequential_overrides(events: &[PersonEvent]) -> Overrides {
     sequential(events).1
 }
 
-fn sequential(events: &[PersonEvent]) -> (FinalState, Overrides) {
+/// What each of `events` carries, by (team, event uuid), when they are applied in the
+/// reference order.
+pub fn event_views(events: &[PersonEvent]) -> BTreeMap<(i64, Uuid), EventView> {
+    sequential(events).2
+}
+
+type Views = BTreeMap<(i64, Uuid), EventView>;
+
+fn sequential(events: &[PersonEvent]) -> (FinalState, Overrides, Views) {
     let mut sorted: Vec<&PersonEvent> = events.iter().collect();
     sorted.sort_by(|a, b| (a.stamp, &a.distinct_id).cmp(&(b.stamp, &b.distinct_id)));
     let mut teams: BTreeMap<i64, Team> = BTreeMap::new();
+    let mut views = Views::new();
     for e in sorted {
         let team = teams.entry(e.team_id).or_default();
-        let person = team.event(e);
-        team.store(e, person);
+        let view = team.event(e);
+        team.store(e, view.person_id);
         team.group_identify(e);
+        views.insert((e.team_id, e.stamp.uuid()), view);
     }
     let mut out = FinalState::default();
     let mut overrides = Overrides::new();
@@ -292,7 +342,7 @@ fn sequential(events: &[PersonEvent]) -> (FinalState, Overrides) {
             );
         }
     }
-    (out, overrides)
+    (out, overrides, views)
 }
 
 /// A small deterministic generator (splitmix64) for generated histories, orders and batchings:

@@ -30,15 +30,31 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    component::{Component, ComponentV1, PersonChanges, Resolved},
+    component::{Component, ComponentV1, ComponentV2, PersonChanges, Resolved, ResolvedPerson},
     groups::{GroupState, GroupTypes},
-    input::PersonEvent,
+    input::{PersonEvent, Personless},
 };
 use crate::{StateError, StateStore};
 
 /// PostHog's `person_created_at` for personless events: 1970-01-01 00:00:05 UTC.
 pub fn personless_created_at() -> DateTime<Utc> {
     Utc.timestamp_opt(5, 0).single().unwrap_or_default()
+}
+
+/// How long after its person's creation a personless event is still `propertyless`: PostHog
+/// allows for ingestion lag, since an event sent before the person was created can be
+/// processed after it.
+pub const FORCE_UPGRADE_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// The mode of a personless event whose distinct id has a person created at `created_at`.
+fn personless_mode(e: &PersonEvent, created_at: DateTime<Utc>) -> PersonMode {
+    if e.personless == Personless::Upgradable
+        && e.stamp.timestamp() > created_at + FORCE_UPGRADE_GRACE
+    {
+        PersonMode::ForceUpgrade
+    } else {
+        PersonMode::Propertyless
+    }
 }
 
 /// PostHog's `person_mode` of an event.
@@ -171,6 +187,48 @@ fn group_key(team_id: i64, index: u8, group_key: &str) -> Vec<u8> {
     let mut rest = vec![index];
     rest.extend_from_slice(group_key.as_bytes());
     key(GROUP, team_id, &rest)
+}
+
+/// What an event carries, given its distinct id's person as of the event (if it had one).
+fn event_person(
+    e: &PersonEvent,
+    person: Option<ResolvedPerson>,
+    types: Option<&GroupTypes>,
+) -> EventPerson {
+    match (person, e.process_person) {
+        (Some(p), true) => {
+            let groups = e
+                .groups
+                .iter()
+                .filter_map(|(group_type, group_key)| {
+                    let i = types?.types.iter().position(|x| x == group_type)?;
+                    Some((u8::try_from(i).ok()?, group_key.clone()))
+                })
+                .collect();
+            EventPerson {
+                id: p.id,
+                properties: p.properties_json,
+                created_at: p.created_at,
+                mode: PersonMode::Full,
+                groups,
+            }
+        }
+        (Some(p), false) if e.personless != Personless::Unlinked => EventPerson {
+            id: p.id,
+            // A personless event never carries person properties, even its person's.
+            properties: "{}".into(),
+            created_at: p.created_at,
+            mode: personless_mode(e, p.created_at),
+            groups: Vec::new(),
+        },
+        (_, _) => EventPerson {
+            id: person_uuid(e.team_id, &e.distinct_id),
+            properties: "{}".into(),
+            created_at: personless_created_at(),
+            mode: PersonMode::Propertyless,
+            groups: Vec::new(),
+        },
+    }
 }
 
 /// PostHog's warning for a merge attempt that did not merge, if any: an illegal id on either
@@ -330,15 +388,17 @@ impl PersonState {
         Ok(())
     }
 
-    /// A component record, of the current layout or of the first ([`ComponentV1`]).
+    /// A component record, of the current layout or an earlier one ([`ComponentV2`],
+    /// [`ComponentV1`]): each older layout is a prefix of the next, so the newest is tried first.
     fn load_component(&self, k: &CompKey) -> Result<Component, StateError> {
         let record = key(COMPONENT, k.0, k.1.as_bytes());
         let Some(bytes) = self.get(&record)? else {
             return Ok(Component::default());
         };
         postcard::from_bytes::<Component>(&bytes).or_else(|current| {
-            postcard::from_bytes::<ComponentV1>(&bytes)
-                .map(|v1| v1.upgrade(k.0))
+            postcard::from_bytes::<ComponentV2>(&bytes)
+                .map(ComponentV2::upgrade)
+                .or_else(|_| postcard::from_bytes::<ComponentV1>(&bytes).map(|v1| v1.upgrade(k.0)))
                 .map_err(|first| StateError::Corrupt {
                     cf: crate::store::CF_PERSONS,
                     detail: format!(
@@ -517,43 +577,15 @@ impl PersonState {
         }
 
         let mut out = Processed::default();
-        // Touched components are taken out of `work` to be resolved and diffed in parallel,
-        // then put back for `writes`; the changes keep the touched set's order.
-        let mut touched: Vec<(CompKey, Component)> = work
-            .touched
-            .iter()
-            .map(|k| {
-                let c = work.comps.remove(k).expect("touched components are loaded");
-                (k.clone(), c)
-            })
-            .collect();
-        let generation = self.generation;
-        let replayed = &work.replayed;
-        let results: Vec<(Resolved, PersonChanges)> = touched
-            .par_iter_mut()
-            .map(|(k, comp)| {
-                let r = comp.resolve(k.0);
-                let changes = comp.diff(k.0, &r, generation, replayed.contains(k));
-                (r, changes)
-            })
-            .collect();
-        let mut resolved: HashMap<CompKey, Resolved> = HashMap::new();
-        for ((k, comp), (r, changes)) in touched.into_iter().zip(results) {
-            out.changes.persons.append(changes);
-            resolved.insert(k.clone(), r);
-            work.comps.insert(k, comp);
-        }
-
-        // The components of the other events (personless ones, mostly), resolved in parallel.
+        // Every component the batch names, resolved in parallel (components are independent).
         let keys = events
             .iter()
             .map(|e| Ok((e.team_id, self.comp_id(&work, e.team_id, &e.distinct_id)?)))
             .collect::<Result<Vec<CompKey>, StateError>>()?;
-        let unresolved: BTreeSet<&CompKey> =
-            keys.iter().filter(|k| !resolved.contains_key(*k)).collect();
+        let needed: BTreeSet<&CompKey> = keys.iter().chain(&work.touched).collect();
         let this = &*self;
-        let comps = &work.comps;
-        let more = unresolved
+        let (comps, types) = (&work.comps, &work.types);
+        let resolved = needed
             .into_par_iter()
             .map(|k| {
                 let r = match comps.get(k) {
@@ -562,12 +594,32 @@ impl PersonState {
                 };
                 Ok((k.clone(), r))
             })
-            .collect::<Result<Vec<(CompKey, Resolved)>, StateError>>()?;
-        resolved.extend(more);
+            .collect::<Result<HashMap<CompKey, Resolved>, StateError>>()?;
 
-        let mut carried = Vec::with_capacity(events.len());
-        for (e, k) in events.iter().zip(&keys) {
-            if let Some(kind) = merge_warning(e, &resolved[k]) {
+        // Each event's person as of its own stamp: independent per event, so in parallel.
+        let persons = events
+            .par_iter()
+            .zip(&keys)
+            .map(|(e, k)| {
+                let loaded;
+                let comp = match comps.get(k) {
+                    Some(c) => c,
+                    None => {
+                        loaded = this.load_component(k)?;
+                        &loaded
+                    }
+                };
+                let person = comp.person_at(k.0, &resolved[k], &e.distinct_id, e.stamp);
+                Ok(event_person(e, person, types.get(&e.team_id)))
+            })
+            .collect::<Result<Vec<EventPerson>, StateError>>()?;
+
+        // What each event was stored with decides whether its id needs an override: most
+        // events carry a person their id's events already carried (a lookup, no write); one
+        // that carries an earlier person than its id's current one needs its component diffed.
+        for ((e, k), ep) in events.iter().zip(&keys).zip(persons) {
+            let r = &resolved[k];
+            if let Some(kind) = merge_warning(e, r) {
                 let other = e
                     .merge
                     .as_ref()
@@ -584,59 +636,45 @@ impl PersonState {
                     at: e.stamp.timestamp(),
                 });
             }
-            let person = resolved[k].person_of(&e.distinct_id);
-            let ep = match (person, e.process_person) {
-                (Some(p), true) => {
-                    let mut groups = Vec::new();
-                    for (group_type, group_key) in &e.groups {
-                        let types = work.types.get(&e.team_id);
-                        if let Some(i) =
-                            types.and_then(|t| t.types.iter().position(|x| x == group_type))
-                        {
-                            groups.push((u8::try_from(i).unwrap_or_default(), group_key.clone()));
-                        }
-                    }
-                    EventPerson {
-                        id: p.id,
-                        properties: Arc::clone(&p.properties_json),
-                        created_at: p.created_at,
-                        mode: PersonMode::Full,
-                        groups,
-                    }
-                }
-                (Some(p), false) => EventPerson {
-                    id: p.id,
-                    properties: Arc::clone(&p.properties_json),
-                    created_at: p.created_at,
-                    mode: PersonMode::ForceUpgrade,
-                    groups: Vec::new(),
-                },
-                (None, _) => EventPerson {
-                    id: person_uuid(e.team_id, &e.distinct_id),
-                    properties: "{}".into(),
-                    created_at: personless_created_at(),
-                    mode: PersonMode::Propertyless,
-                    groups: Vec::new(),
-                },
-            };
-            carried.push(ep.id);
-            out.events.push(ep);
-        }
-        // What each event was stored with decides later whether its id needs an override.
-        // Most events carry a person their id's events already carried: a lookup, no write.
-        for ((e, k), person) in events.iter().zip(&keys).zip(carried) {
             let known = work
                 .comps
                 .get(k)
-                .is_some_and(|c| c.carried(k.0, &e.distinct_id, person));
+                .is_some_and(|c| c.carried(k.0, &e.distinct_id, ep.id));
             if !known
                 && self
                     .comp(&mut work, k)?
-                    .record_stored(k.0, &e.distinct_id, person)
-                && !work.touched.contains(k)
+                    .record_stored(k.0, &e.distinct_id, ep.id)
             {
-                work.dirty.insert(k.clone());
+                let current = r.identity.person_of(&e.distinct_id).map(|p| p.uuid);
+                if current.is_some_and(|c| c != ep.id) {
+                    work.touched.insert(k.clone());
+                } else if !work.touched.contains(k) {
+                    work.dirty.insert(k.clone());
+                }
             }
+            out.events.push(ep);
+        }
+
+        // Touched components are taken out of `work` to be diffed in parallel, then put back
+        // for `writes`; the changes keep the touched set's order.
+        let mut touched: Vec<(CompKey, Component)> = work
+            .touched
+            .iter()
+            .map(|k| {
+                let c = work.comps.remove(k).expect("touched components are loaded");
+                (k.clone(), c)
+            })
+            .collect();
+        let generation = self.generation;
+        let replayed = &work.replayed;
+        let diffs: Vec<PersonChanges> = touched
+            .par_iter_mut()
+            .map(|(k, comp)| comp.diff(k.0, &resolved[k], generation, replayed.contains(k)))
+            .collect();
+        for ((k, comp), changes) in touched.into_iter().zip(diffs) {
+            out.changes.persons.append(changes);
+            work.dirty.remove(&k);
+            work.comps.insert(k, comp);
         }
 
         for ((team_id, index, group_key_text), g) in &mut work.groups {

@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use super::{
     reference::{
-        FinalGroup, FinalPerson, FinalState, Overrides, Rng, final_state, sequential_overrides,
+        EventView, FinalGroup, FinalPerson, FinalState, Overrides, Rng, event_views, final_state,
+        sequential_overrides,
     },
     *,
 };
@@ -151,15 +152,24 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
     let open = || PersonState::with_cache(store().clone(), HashMap::new(), cache).unwrap();
     let mut state = open();
     let mut unacked: Vec<(Vec<PersonEvent>, Processed)> = Vec::new();
+    // The events the state has seen (by uuid), and those it holds durably.
+    let mut seen: BTreeMap<Uuid, PersonEvent> = BTreeMap::new();
+    let mut durable = seen.clone();
     while !queue.is_empty() {
         let size = 1 + rng.below(6);
         let batch: Vec<PersonEvent> = queue.drain(..size.min(queue.len())).collect();
         let out = state.process(&batch).unwrap();
         assert_eq!(out.events.len(), batch.len());
+        seen.extend(batch.iter().map(|e| (e.stamp.uuid(), e.clone())));
+        // Each event carries its person as of its own stamp, from everything seen so far.
+        let views = event_views(&seen.values().cloned().collect::<Vec<_>>());
         for (e, p) in batch.iter().zip(&out.events) {
-            if e.process_person {
-                assert_eq!(p.mode, PersonMode::Full);
-            }
+            assert_eq!(
+                view_of(p),
+                views[&(e.team_id, e.stamp.uuid())],
+                "event {}",
+                e.stamp.uuid()
+            );
         }
         unacked.push((batch, out));
         if rng.below(10) < 6 {
@@ -168,6 +178,7 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
                 ch.store(&batch, &out);
                 out.writes.commit(store()).unwrap();
             }
+            durable.clone_from(&seen);
         } else if crashes && rng.below(10) == 0 {
             // A crash: any unacknowledged batch may have reached ClickHouse, none committed
             // its state; the events since the last commit are read again.
@@ -184,6 +195,7 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
                 queue.push_front(e);
             }
             state = open();
+            seen.clone_from(&durable);
         }
     }
     for (batch, out) in unacked {
@@ -191,6 +203,20 @@ fn run(events: &[PersonEvent], rng: &mut Rng, crashes: bool) -> FinalState {
         out.writes.commit(store()).unwrap();
     }
     ch.final_state()
+}
+
+/// What the stage gave an event, in the reference's terms.
+fn view_of(p: &EventPerson) -> EventView {
+    EventView {
+        person_id: p.id,
+        properties: serde_json::from_str(&p.properties).expect("a JSON object"),
+        created_at: p.created_at,
+        mode: match p.mode {
+            PersonMode::Full => "full",
+            PersonMode::ForceUpgrade => "force_upgrade",
+            PersonMode::Propertyless => "propertyless",
+        },
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +289,14 @@ fn event(team_base: i64, n: usize, s: &Spec) -> PersonEvent<'static> {
             .map(|(k, v)| (KEYS[*k].to_owned(), json!(v)))
             .collect()
     };
+    // Every `$set` value is its own: the one case the kept history cannot know (a late value
+    // between two writes of one value, `registers::Earlier`) is tested on its own there.
+    let own = |pairs: &[(usize, u8)]| -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (KEYS[*k].to_owned(), json!(format!("{v}:{n}"))))
+            .collect()
+    };
     let (name, mut props) = match &s.kind {
         Kind::Plain | Kind::Personless => ("$pageview", Map::new()),
         Kind::Identify(o) => ("$identify", obj_of(json!({"$anon_distinct_id": DIDS[*o]}))),
@@ -278,7 +312,7 @@ fn event(team_base: i64, n: usize, s: &Spec) -> PersonEvent<'static> {
         ),
     };
     if !matches!(s.kind, Kind::GroupIdentify(..)) {
-        props.insert("$set".into(), Value::Object(obj(&s.set)));
+        props.insert("$set".into(), Value::Object(own(&s.set)));
         props.insert("$set_once".into(), Value::Object(obj(&s.set_once)));
         let unset: Vec<Value> = s.unset.iter().map(|k| json!(KEYS[*k])).collect();
         props.insert("$unset".into(), Value::Array(unset));
@@ -539,4 +573,71 @@ fn personless_browsing_that_arrives_after_the_login_renames_the_person() {
     let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
     let again = state.process(&[personless(5, 5)]).unwrap();
     assert_eq!(again.events[0].id, anon);
+}
+
+/// PostHog's processPersonlessStep.test.ts ("force_upgrade", "team opted out",
+/// "forceDisablePersonProcessing"): a personless event of an id with a person carries that
+/// person without properties, and is upgraded only after a minute's grace and not for teams
+/// that opted out; capture's force-disable header never looks the person up.
+#[test]
+fn personless_events_of_a_known_person_follow_posthogs_upgrade_rules() {
+    let team = fresh_team();
+    let mut state = PersonState::new(store().clone(), HashMap::new()).unwrap();
+    let created = at_event(
+        team,
+        1,
+        0,
+        "u",
+        "$pageview",
+        json!({"$set": {"plan": "pro"}}),
+    );
+    state
+        .process(&[created])
+        .unwrap()
+        .writes
+        .commit(store())
+        .unwrap();
+    let personless = |n: u128, second: i64, kind: Personless| PersonEvent {
+        personless: kind,
+        ..PersonEvent::from_event(
+            team,
+            Uuid::from_u128(n),
+            at(second),
+            "u",
+            "$pageview",
+            &obj_of(json!({})),
+            false,
+        )
+        .into_owned()
+    };
+    let out = state
+        .process(&[
+            personless(2, 30, Personless::Upgradable),
+            personless(3, 60, Personless::Upgradable),
+            personless(4, 61, Personless::Upgradable),
+            personless(5, 3600, Personless::NeverUpgraded),
+            personless(6, 3600, Personless::Unlinked),
+        ])
+        .unwrap();
+    let person = person_uuid(team, "u");
+    let got: Vec<(Uuid, &str, PersonMode, chrono::DateTime<Utc>)> = out
+        .events
+        .iter()
+        .map(|p| (p.id, &*p.properties, p.mode, p.created_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (person, "{}", PersonMode::Propertyless, at(0)),
+            (person, "{}", PersonMode::Propertyless, at(0)),
+            (person, "{}", PersonMode::ForceUpgrade, at(0)),
+            (person, "{}", PersonMode::Propertyless, at(0)),
+            (
+                person,
+                "{}",
+                PersonMode::Propertyless,
+                personless_created_at()
+            ),
+        ]
+    );
 }
