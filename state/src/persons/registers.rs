@@ -65,9 +65,6 @@ impl Earlier {
                 list.remove(0);
             }
         }
-        if list.is_empty() {
-            self.0.remove(key);
-        }
     }
 
     /// Joins another record's earlier writes of the same distinct id.

@@ -582,37 +582,24 @@ impl PersonState {
             .iter()
             .map(|e| Ok((e.team_id, self.comp_id(&work, e.team_id, &e.distinct_id)?)))
             .collect::<Result<Vec<CompKey>, StateError>>()?;
+        // `record` and `record_personless` loaded every event's component into `work`.
         let needed: BTreeSet<&CompKey> = keys.iter().chain(&work.touched).collect();
-        let this = &*self;
         let (comps, types) = (&work.comps, &work.types);
-        let resolved = needed
+        let comp = |k: &CompKey| comps.get(k).expect("every event's component is loaded");
+        let resolved: HashMap<CompKey, Resolved> = needed
             .into_par_iter()
-            .map(|k| {
-                let r = match comps.get(k) {
-                    Some(c) => c.resolve(k.0),
-                    None => this.load_component(k)?.resolve(k.0),
-                };
-                Ok((k.clone(), r))
-            })
-            .collect::<Result<HashMap<CompKey, Resolved>, StateError>>()?;
+            .map(|k| (k.clone(), comp(k).resolve(k.0)))
+            .collect();
 
         // Each event's person as of its own stamp: independent per event, so in parallel.
-        let persons = events
+        let persons: Vec<EventPerson> = events
             .par_iter()
             .zip(&keys)
             .map(|(e, k)| {
-                let loaded;
-                let comp = match comps.get(k) {
-                    Some(c) => c,
-                    None => {
-                        loaded = this.load_component(k)?;
-                        &loaded
-                    }
-                };
-                let person = comp.person_at(k.0, &resolved[k], &e.distinct_id, e.stamp);
-                Ok(event_person(e, person, types.get(&e.team_id)))
+                let person = comp(k).person_at(k.0, &resolved[k], &e.distinct_id, e.stamp);
+                event_person(e, person, types.get(&e.team_id))
             })
-            .collect::<Result<Vec<EventPerson>, StateError>>()?;
+            .collect();
 
         // What each event was stored with decides whether its id needs an override: most
         // events carry a person their id's events already carried (a lookup, no write); one
